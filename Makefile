@@ -1,0 +1,37 @@
+# Two entry points do all set-up on a fresh machine: `make demo` and `make test`.
+# Both are idempotent: the venv is reinstalled only when pyproject.toml changes (the stamp carries its hash),
+# and the Kafka jars are fetched only when their cache directory is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYPROJECT_HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
+STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
+PYTEST_ARGS ?=
+
+.PHONY: setup venv kafka-jars demo test lint clean
+
+setup: venv kafka-jars
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade-strategy only-if-needed -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+kafka-jars: venv
+	$(PY) -m streams.cli broker fetch
+
+demo: setup
+	$(PY) -m streams.cli demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

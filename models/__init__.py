@@ -1,0 +1,1 @@
+"""Everything about the defect classifier, free of Kafka: network, data, training, checkpoints, engines."""

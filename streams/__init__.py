@@ -1,0 +1,1 @@
+"""Everything that touches Kafka and the plant: settings, topics, the Faust worker, edge clients, the CLI."""

@@ -1,0 +1,204 @@
+"""`defectstream` command line. Every flag overrides the matching DEFECTSTREAM_* environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from pathlib import Path
+
+from streams.settings import Settings
+
+
+def _add_kafka_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bootstrap",
+        dest="kafka_bootstrap_servers",
+        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS; default: the local broker from `broker start`)",
+    )
+    p.add_argument(
+        "--topic-prefix",
+        help="prefix of every topic name (env DEFECTSTREAM_TOPIC_PREFIX; default: defectstream)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="defectstream", description=__doc__)
+    parser.add_argument("--log-level", default=None, help="logging level (default: info)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    broker = sub.add_parser("broker", help="the project's local Apache Kafka (KRaft, single node)")
+    broker.add_argument("action", choices=["fetch", "start", "stop", "status"])
+    broker.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default: 90)")
+
+    topics = sub.add_parser("topics", help="create the declared topics (idempotent) or list them")
+    topics.add_argument("action", choices=["create", "list"])
+    _add_kafka_flags(topics)
+
+    worker = sub.add_parser("worker", help="run the Faust inspection worker in the foreground")
+    _add_kafka_flags(worker)
+    worker.add_argument("--model", dest="model_path", type=Path, help="model checkpoint (env DEFECTSTREAM_MODEL_PATH)")
+    worker.add_argument("--max-batch", type=int, help="frames per inference batch (default: 8)")
+    worker.add_argument(
+        "--max-wait",
+        dest="max_wait_s",
+        type=float,
+        help="seconds a frame waits for batch-mates (default: 0.02)",
+    )
+    worker.add_argument("--device", help="auto | cpu | cuda[:N] (default: auto)")
+    worker.add_argument("--web-port", type=int, help="HTTP port for /healthz, /readyz (default: 6066)")
+    worker.add_argument("--app-id", help="Faust app id = consumer group (default: defectstream-worker)")
+
+    camera = sub.add_parser("camera", help="camera gateway: publish frames")
+    _add_kafka_flags(camera)
+    camera.add_argument("--frames", type=int, default=100, help="number of frames to send (default: 100)")
+    camera.add_argument(
+        "--fps", type=float, default=20.0, help="frames per second, 0 = as fast as possible (default: 20)"
+    )
+    camera.add_argument(
+        "--source",
+        default="synthetic",
+        help="'synthetic' or a folder of JPEG/PNG images (default: synthetic)",
+    )
+    camera.add_argument("--seed", type=int, default=0, help="synthetic source seed (default: 0)")
+    camera.add_argument("--line", dest="line_id", help="line id header (default: line-1)")
+    camera.add_argument("--camera", dest="camera_id", help="camera id header (default: cam-1)")
+
+    gate = sub.add_parser("gate", help="reject gate: consume and report one line's reject commands")
+    _add_kafka_flags(gate)
+    gate.add_argument("--line", dest="line_id", help="line whose commands to act on (default: line-1)")
+    gate.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+
+    demo = sub.add_parser("demo", help="end-to-end demo on the local broker (what `make demo` runs)")
+    demo.add_argument("--frames", type=int, default=200, help="frames to send (default: 200)")
+    demo.add_argument("--fps", type=float, default=20.0, help="camera frame rate (default: 20)")
+    return parser
+
+
+def _settings(args: argparse.Namespace, *names: str) -> Settings:
+    overrides = {n: getattr(args, n, None) for n in names}
+    overrides["log_level"] = args.log_level
+    return Settings.from_env(**overrides)
+
+
+def _with_cluster(settings: Settings) -> Settings:
+    """Use KAFKA_BOOTSTRAP_SERVERS if set, else the local broker started by `broker start`."""
+    if settings.kafka_bootstrap_servers:
+        return settings
+    from streams.kafka.broker import LocalKafka
+
+    state = LocalKafka(settings).status()
+    if state is None:
+        sys.exit("no Kafka: set KAFKA_BOOTSTRAP_SERVERS or run `defectstream broker start` first")
+    return settings.replace(kafka_bootstrap_servers=state.bootstrap)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = (args.log_level or Settings.from_env().log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kafka = ("kafka_bootstrap_servers", "topic_prefix")
+
+    if args.command == "broker":
+        from streams.kafka.broker import LocalKafka, fetch_jars
+
+        settings = _settings(args)
+        broker = LocalKafka(settings)
+        if args.action == "fetch":
+            print(fetch_jars(settings))
+        elif args.action == "start":
+            if settings.kafka_bootstrap_servers:
+                print(f"KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} is set: using it, starting nothing")
+                return 0
+            state = broker.start(timeout_s=args.timeout)
+            print(
+                f"Kafka {settings.kafka_version} running at {state.bootstrap} (pid {state.pid}, log {state.log_file})"
+            )
+            print(f"export KAFKA_BOOTSTRAP_SERVERS={state.bootstrap}  # optional: other commands find it anyway")
+        elif args.action == "stop":
+            print("stopped" if broker.stop() else "no local broker was running")
+        else:
+            if settings.kafka_bootstrap_servers:
+                print(f"external Kafka: {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)")
+                return 0
+            state = broker.status()
+            if state is None:
+                print("not running")
+                return 3
+            print(f"running at {state.bootstrap} (pid {state.pid}, cluster {state.cluster_id}, log {state.log_file})")
+        return 0
+
+    if args.command == "topics":
+        from streams.kafka.topics import TOPICS, create_topics
+
+        settings = _with_cluster(_settings(args, *kafka))
+        if args.action == "create":
+            for name, outcome in create_topics(settings).items():
+                print(f"{outcome:8s} {name}")
+        else:
+            for spec in TOPICS:
+                print(f"{settings.topic(spec.role):45s} partitions={spec.partitions:<3d} {spec.purpose}")
+        return 0
+
+    if args.command == "worker":
+        from streams.worker.app import run_worker
+
+        settings = _with_cluster(
+            _settings(args, *kafka, "model_path", "max_batch", "max_wait_s", "device", "web_port", "app_id")
+        )
+        run_worker(settings)
+        return 0
+
+    if args.command == "camera":
+        from streams.camera import CameraGateway
+        from streams.sources import folder_frames, synthetic_frames
+
+        settings = _with_cluster(_settings(args, *kafka, "line_id", "camera_id"))
+        frames = (
+            synthetic_frames(args.frames, seed=args.seed)
+            if args.source == "synthetic"
+            else folder_frames(Path(args.source), args.frames)
+        )
+        stats = CameraGateway(settings).run(frames, fps=args.fps or None)
+        print(f"sent {stats.sent}, delivered {stats.delivered}, failed {stats.failed}")
+        return 0 if stats.failed == 0 and stats.delivered == stats.sent else 1
+
+    if args.command == "gate":
+        from streams.gate import RejectGate
+
+        settings = _with_cluster(_settings(args, *kafka, "line_id"))
+        gate = RejectGate(settings)
+        stop = threading.Event()
+        if args.duration:
+            threading.Timer(args.duration, stop.set).start()
+        try:
+            stats = gate.run(stop)
+        except KeyboardInterrupt:
+            stop.set()
+            stats = gate.stats
+        print(f"line {gate.line_id}: {stats.commands} reject commands")
+        return 0
+
+    if args.command == "demo":
+        from streams.demo import print_summary, run_demo
+
+        settings = _settings(args)
+        try:
+            summary = run_demo(settings, frames=args.frames, fps=args.fps)
+        except KeyboardInterrupt:
+            print("\n[demo] interrupted; everything it started has been stopped")
+            return 130
+        print_summary(summary)
+        ok = summary.classified == summary.sent and summary.gate_commands == summary.rejected_verdicts
+        return 0 if ok else 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

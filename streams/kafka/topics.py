@@ -1,0 +1,117 @@
+"""Every topic the system uses, declared once with its partitions and configs.
+
+``defectstream topics create`` and the test fixtures create them from here; the broker itself never
+auto-creates topics, so a typo in a topic name fails loudly instead of silently making a new topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.kafka.config import MAX_MESSAGE_BYTES, admin_config
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HOUR_MS = 3600 * 1000
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    role: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+
+FRAMES = "frames"
+RESULTS = "inspection-results"
+REJECT_COMMANDS = "reject-commands"
+LINE_STATS = "line-stats"
+RETRAINING_SAMPLES = "retraining-samples"
+DEAD_LETTERS = "dead-letters"
+
+_large = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        FRAMES,
+        # Partitions bound the number of workers in one consumer group; 6 leaves room to scale out.
+        partitions=6,
+        # Frames are large and only useful while the part is on the line: keep them for hours, not days.
+        config={**_large, "retention.ms": str(6 * HOUR_MS), "segment.bytes": str(256 * 1024 * 1024)},
+        purpose="camera frames: image bytes, metadata in headers",
+    ),
+    TopicSpec(
+        RESULTS,
+        partitions=6,
+        config={"retention.ms": str(7 * DAY_MS)},
+        purpose="one inspection result per frame",
+    ),
+    TopicSpec(
+        REJECT_COMMANDS,
+        # Keyed by gate; a few partitions keep each gate's commands ordered on one partition.
+        partitions=3,
+        config={"retention.ms": str(DAY_MS)},
+        purpose="reject commands for reject-gate controllers",
+    ),
+    TopicSpec(
+        LINE_STATS,
+        partitions=3,
+        config={"retention.ms": str(7 * DAY_MS)},
+        purpose="windowed per-line statistics for dashboards",
+    ),
+    TopicSpec(
+        RETRAINING_SAMPLES,
+        partitions=3,
+        config={**_large, "retention.ms": str(14 * DAY_MS)},
+        purpose="low-confidence and audit frames for the next dataset",
+    ),
+    TopicSpec(
+        DEAD_LETTERS,
+        partitions=1,
+        config={**_large, "retention.ms": str(14 * DAY_MS)},
+        purpose="frames that could not be processed, with the reason",
+    ),
+)
+
+
+def topic_spec(role: str) -> TopicSpec:
+    for spec in TOPICS:
+        if spec.role == role:
+            return spec
+    raise KeyError(f"no topic declared for role {role!r}")
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
+    """Create every declared topic that does not exist yet. Returns ``{topic: "created" | "exists"}``."""
+    admin = AdminClient(admin_config(settings))
+    existing = admin.list_topics(timeout=timeout_s).topics
+    outcome: dict[str, str] = {}
+    wanted = []
+    for spec in TOPICS:
+        name = settings.topic(spec.role)
+        if name in existing:
+            outcome[name] = "exists"
+            have = len(existing[name].partitions)
+            if have != spec.partitions:
+                log.warning("topic %s has %d partitions, declared %d", name, have, spec.partitions)
+        else:
+            wanted.append(NewTopic(name, num_partitions=spec.partitions, replication_factor=-1, config=spec.config))
+    if wanted:
+        futures = admin.create_topics(wanted, operation_timeout=timeout_s, request_timeout=timeout_s)
+        for name, future in futures.items():
+            try:
+                future.result()
+                outcome[name] = "created"
+            except KafkaException as exc:
+                if exc.args[0].name() == "TOPIC_ALREADY_EXISTS":  # created concurrently by another process
+                    outcome[name] = "exists"
+                else:
+                    raise
+    return outcome

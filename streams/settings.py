@@ -1,0 +1,115 @@
+"""One settings object shared by every entry point (worker, camera, gate, demo, CLI, tests).
+
+Precedence, lowest to highest: the defaults below, environment variables, explicit keyword overrides
+(which is where CLI flags land). Each field maps to exactly one environment variable: ``DEFECTSTREAM_<NAME>``,
+except the Kafka address, which uses the conventional ``KAFKA_BOOTSTRAP_SERVERS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "DEFECTSTREAM_"
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "defectstream"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # Kafka. None means "start the project's own local broker"; a value means "use that cluster, start nothing".
+    kafka_bootstrap_servers: str | None = None
+    kafka_version: str = "4.1.1"
+    topic_prefix: str = "defectstream"
+
+    # Worker (Faust app).
+    app_id: str = "defectstream-worker"
+    worker_id: str = field(default_factory=socket.gethostname)
+    model_path: Path | None = None
+    device: str = "auto"
+    max_batch: int = 8
+    # Upper bound on how long a frame waits for batch-mates. 20 ms keeps batch-1 latency low at line rates
+    # (a 20 fps camera delivers a frame every 50 ms) while still batching bursts.
+    max_wait_s: float = 0.02
+    inference_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    ok_class: str = "ok"
+    web_port: int = 6066
+    log_level: str = "info"
+
+    # Edge clients.
+    line_id: str = "line-1"
+    camera_id: str = "cam-1"
+
+    # Where jars, trained demo models and broker run state live (outside git).
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``env`` (default ``os.environ``) plus keyword overrides; ``None`` overrides are ignored."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(cls.env_name(f.name))
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f, raw)
+        for name, value in overrides.items():
+            if name not in {f.name for f in fields(cls)}:
+                raise TypeError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = _coerce(_field(cls, name), value) if isinstance(value, str) else value
+        return cls(**values)
+
+    @staticmethod
+    def env_name(field_name: str) -> str:
+        if field_name == "kafka_bootstrap_servers":
+            return BOOTSTRAP_ENV
+        return ENV_PREFIX + field_name.upper()
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process (e.g. a worker)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[self.env_name(f.name)] = str(value)
+        return out
+
+    def topic(self, role: str) -> str:
+        """Full topic name for a role declared in :mod:`streams.kafka.topics`."""
+        return f"{self.topic_prefix}.{role}"
+
+    @property
+    def broker_run_dir(self) -> Path:
+        return self.cache_dir / "run" / "broker"
+
+
+def _field(cls: type, name: str) -> dataclasses.Field:
+    return next(f for f in fields(cls) if f.name == name)
+
+
+def _coerce(f: dataclasses.Field, raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("bool"):
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if kind.startswith("Path"):
+            return Path(raw).expanduser()
+    except ValueError as exc:
+        raise ValueError(f"setting {f.name} ({Settings.env_name(f.name)}): cannot parse {raw!r} as {kind}") from exc
+    return raw

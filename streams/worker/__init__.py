@@ -1,0 +1,1 @@
+"""The Faust worker: consumes frames in batches, inspects them off the event loop, publishes verdicts."""

@@ -1,0 +1,75 @@
+import pytest
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from streams.kafka.config import MAX_MESSAGE_BYTES, consumer_config, producer_config
+from streams.kafka.reader import TopicReader
+from streams.kafka.topics import FRAMES, TOPICS, create_topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_role_is_declared_once():
+    roles = [t.role for t in TOPICS]
+    assert sorted(roles) == sorted(
+        {
+            "frames",
+            "inspection-results",
+            "reject-commands",
+            "line-stats",
+            "retraining-samples",
+            "dead-letters",
+        }
+    )
+
+
+def test_create_is_idempotent_and_matches_declarations(kafka_settings):
+    # kafka_settings already created them once.
+    assert set(create_topics(kafka_settings).values()) == {"exists"}
+    admin = AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    md = admin.list_topics(timeout=10).topics
+    for spec in TOPICS:
+        name = kafka_settings.topic(spec.role)
+        assert len(md[name].partitions) == spec.partitions
+        configs = admin.describe_configs([ConfigResource("topic", name)])
+        values = next(iter(configs.values())).result(timeout=10)
+        for key, value in spec.config.items():
+            assert values[key].value == value, (name, key)
+
+
+def test_auto_topic_creation_is_off(kafka_settings):
+    producer = Producer(producer_config(kafka_settings, **{"message.timeout.ms": 3000}))
+    errors = []
+    producer.produce(kafka_settings.topic("no-such-topic"), b"x", on_delivery=lambda e, m: errors.append(e))
+    producer.flush(10)
+    assert (
+        errors
+        and errors[0] is not None
+        and errors[0].name() in {"_UNKNOWN_TOPIC", "UNKNOWN_TOPIC_OR_PART", "_MSG_TIMED_OUT"}
+    )
+    admin = AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    assert kafka_settings.topic("no-such-topic") not in admin.list_topics(timeout=10).topics
+
+
+def test_an_8_mb_frame_goes_through(kafka_settings):
+    frame = bytes(range(256)) * (8 * 1024 * 1024 // 256)
+    assert len(frame) < MAX_MESSAGE_BYTES
+    producer = Producer(producer_config(kafka_settings))
+    errors = []
+    producer.produce(kafka_settings.topic(FRAMES), frame, key=b"big", on_delivery=lambda e, m: errors.append(e))
+    assert producer.flush(30) == 0 and errors == [None]
+    reader = TopicReader(kafka_settings, kafka_settings.topic(FRAMES))
+    records = reader.read_until(lambda r: len(r) >= 1, timeout_s=30)
+    reader.close()
+    assert records[0].value == frame
+
+
+def test_consumer_config_can_fetch_a_full_frame(kafka_settings):
+    cfg = consumer_config(kafka_settings, "g")
+    assert cfg["max.partition.fetch.bytes"] >= MAX_MESSAGE_BYTES
+
+
+def test_create_fails_clearly_without_a_cluster(kafka_settings):
+    unreachable = kafka_settings.replace(kafka_bootstrap_servers="127.0.0.1:1")
+    with pytest.raises(KafkaException):
+        create_topics(unreachable, timeout_s=2)
