@@ -14,6 +14,11 @@ from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 
+# With KAFKA_BOOTSTRAP_SERVERS set the suite must start no broker at all, so tests that start their own skip.
+starts_a_broker = pytest.mark.skipif(
+    bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")), reason="KAFKA_BOOTSTRAP_SERVERS is set: start no broker"
+)
+
 
 def test_fixture_runs_a_real_kafka_process(kafka):
     if kafka.local is None:
@@ -69,6 +74,7 @@ def test_stop_never_kills_a_process_it_did_not_start(tmp_path, base_settings):
         stranger.wait()
 
 
+@starts_a_broker
 def test_start_failure_reports_log_tail_and_leaves_nothing_running(tmp_path, base_settings):
     broker = LocalKafka(base_settings, run_dir=tmp_path)
     with pytest.raises(BrokerError, match="broker log tail") as exc:
@@ -80,6 +86,7 @@ def test_start_failure_reports_log_tail_and_leaves_nothing_running(tmp_path, bas
     assert survivors == []
 
 
+@starts_a_broker
 def test_start_stop_status_cycle(tmp_path, base_settings):
     broker = LocalKafka(base_settings, run_dir=tmp_path)
     state = broker.start()
