@@ -29,13 +29,15 @@ RECIPE = {
     "image_size": 192,
     "epochs": 8,
     "seed": 0,
-    "classes": list(synthetic.CLASSES),
+    "classes": ["ok", "scratch", "pitting", "crack"],
+    "generator_version": synthetic.GENERATOR_VERSION,
 }
 
 
 def _dataset(count: int, seed: int) -> tuple[np.ndarray, list[int]]:
     images, labels = [], []
-    for label, bgr in synthetic.generate(count, seed=seed, size=RECIPE["image_size"]):
+    classes = tuple(RECIPE["classes"])
+    for label, bgr in synthetic.generate(count, seed=seed, size=RECIPE["image_size"], classes=classes):
         images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         labels.append(RECIPE["classes"].index(label))
     return preprocess_batch(images, RECIPE["input_size"]), labels

@@ -23,6 +23,14 @@ def _add_kafka_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+# Model commands keep their own parsers (models/*.py, torchvision-reference style) and import torch only when used.
+MODEL_COMMANDS = {
+    "train": ("models.train", "train a defect classifier"),
+    "evaluate": ("models.evaluate", "evaluate a trained classifier on a split and write a report"),
+    "synth": ("models.synthetic", "write a synthetic 16-class defect dataset"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="defectstream", description=__doc__)
     parser.add_argument("--log-level", default=None, help="logging level (default: info)")
@@ -75,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
 
+    for name, (_, text) in MODEL_COMMANDS.items():
+        sub.add_parser(name, help=f"{text} (see `defectstream {name} --help`)", add_help=False)
+
     demo = sub.add_parser("demo", help="end-to-end demo on the local broker (what `make demo` runs)")
     demo.add_argument("--frames", type=int, default=200, help="frames to send (default: 200)")
     demo.add_argument("--fps", type=float, default=20.0, help="camera frame rate (default: 20)")
@@ -99,7 +110,21 @@ def _with_cluster(settings: Settings) -> Settings:
     return settings.replace(kafka_bootstrap_servers=state.bootstrap)
 
 
+def _run_model_command(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(MODEL_COMMANDS[name][0])
+    parser = module.get_args_parser()
+    parser.prog = f"defectstream {name}"
+    module.main(parser.parse_args(argv))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in MODEL_COMMANDS:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return _run_model_command(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     level = (args.log_level or Settings.from_env().log_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

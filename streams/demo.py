@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from models.skeleton import RECIPE as SKELETON_RECIPE
 from models.skeleton import ensure_skeleton_model
 from schemas.records import InspectionResult
 from streams.camera import CameraGateway
@@ -107,7 +108,8 @@ def run_demo(settings: Settings, *, frames: int = 200, fps: float = 20.0, timeou
                 t.start()
             sender = threading.Thread(
                 target=camera.run,
-                args=(synthetic_frames(frames, seed=int(time.time())),),
+                # The demo classifier knows the skeleton's classes only; the camera shows it exactly those.
+                args=(synthetic_frames(frames, seed=int(time.time()), classes=tuple(SKELETON_RECIPE["classes"])),),
                 kwargs={"fps": fps},
                 daemon=True,  # Ctrl-C must not wait for the camera to finish its frames
             )

@@ -13,9 +13,15 @@ from models import synthetic
 IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
-def synthetic_frames(count: int, seed: int = 0, size: int = 192, quality: int = 90) -> Iterator[tuple[str, bytes, str]]:
+def synthetic_frames(
+    count: int,
+    seed: int = 0,
+    size: int = 192,
+    quality: int = 90,
+    classes: tuple[str, ...] = synthetic.CLASSES,
+) -> Iterator[tuple[str, bytes, str]]:
     """``count`` synthetic frames as (true label, JPEG bytes, content type)."""
-    for label, bgr in synthetic.generate(count, seed=seed, size=size):
+    for label, bgr in synthetic.generate(count, seed=seed, size=size, classes=classes):
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise RuntimeError("JPEG encoding failed")

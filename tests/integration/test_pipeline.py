@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import Producer
 
 from models.checkpoint import load_checkpoint
+from models.skeleton import RECIPE
 from schemas.frame import FrameMeta
 from schemas.records import DeadLetter, InspectionResult, RejectCommand
 from streams.camera import CameraGateway
@@ -24,6 +25,7 @@ from streams.worker.process import WorkerProcess
 pytestmark = pytest.mark.integration
 
 VALID_FRAMES = 200
+SKELETON_CLASSES = tuple(RECIPE["classes"])
 
 
 def _free_port() -> int:
@@ -64,7 +66,7 @@ def test_every_frame_gets_exactly_one_verdict_and_rejects_match(kafka_settings, 
     with WorkerProcess(settings, tmp_path / "worker.log") as worker:
         worker.wait_ready()
         camera = CameraGateway(settings)
-        stats = camera.run(synthetic_frames(VALID_FRAMES, seed=7), fps=None)
+        stats = camera.run(synthetic_frames(VALID_FRAMES, seed=7, classes=SKELETON_CLASSES), fps=None)
         assert (stats.sent, stats.delivered, stats.failed) == (VALID_FRAMES, VALID_FRAMES, 0)
         valid_parts = set(stats.part_labels)
         invalid = _send_invalid_frames(settings)

@@ -18,7 +18,7 @@ def test_synthetic_source_is_deterministic():
 
 def test_skeleton_model_beats_chance_by_far(skeleton_model):
     engine = TorchEngine(skeleton_model, device="cpu")
-    pairs = list(synthetic.generate(80, seed=12345))
+    pairs = list(synthetic.generate(80, seed=12345, classes=tuple(engine.class_names)))
     batch = preprocess_batch([cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for _, img in pairs], engine.input_size)
     preds = engine.predict(batch).argmax(1)
     acc = np.mean([engine.class_names[p] == label for p, (label, _) in zip(preds, pairs, strict=True)])
