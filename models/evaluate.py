@@ -35,7 +35,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="which split of the run to score; 'all' = every image in --data (default: test)",
     )
     p.add_argument("--out", required=True, type=Path, help="report directory")
-    p.add_argument("--reencode", default=None, choices=["none", "png", "jpeg95"], help="default: what training used")
+    p.add_argument("--reencode", default=None, choices=ds.REENCODINGS, help="default: what training used")
     p.add_argument("--tta", action="store_true", help="average flips at test time (default: off)")
     p.add_argument("--ok-class", default="ok", help="class meaning a good part (default: ok)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")

@@ -15,12 +15,47 @@ class UndecodableImage(ValueError):
     """Bytes that OpenCV cannot decode into an image (empty, truncated, not an image)."""
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes (JPEG/PNG/...) -> RGB uint8 array (H, W, 3)."""
+_REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header without decoding it; None if ``data`` is not a JPEG."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _SOF_MARKERS:
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return width, height
+        i += 2 + length
+    return None
+
+
+def decode_image(data: bytes, min_side: int | None = None) -> np.ndarray:
+    """Encoded image bytes (JPEG/PNG/...) -> RGB uint8 array (H, W, 3).
+
+    With ``min_side`` (the model's input size), a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8
+    resolution by libjpeg's DCT scaling, the largest factor that keeps the short side >= ``min_side``. The result
+    is then resized to the input anyway; skipping most of the IDCT work is what makes 1280x1024 frames cheap."""
     if not data:
         raise UndecodableImage("empty payload")
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    flag = cv2.IMREAD_COLOR
+    if min_side:
+        size = jpeg_size(data)
+        if size is not None:
+            short = min(size)
+            flag = next((f for factor, f in _REDUCED_FLAGS if short // factor >= min_side), cv2.IMREAD_COLOR)
+    img = cv2.imdecode(buf, flag)
     if img is None or img.size == 0:
         raise UndecodableImage(f"OpenCV could not decode {len(data)} bytes as an image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -82,7 +82,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--reencode",
         default="none",
-        choices=["none", "png", "jpeg95"],
+        choices=ds.REENCODINGS,
         help="re-encode every image first so file format cannot leak the label (default: none)",
     )
     p.add_argument("--split", default="0.6,0.2,0.2", help="train,val,test fractions (default: 0.6,0.2,0.2)")

@@ -28,6 +28,7 @@ MODEL_COMMANDS = {
     "train": ("models.train", "train a defect classifier"),
     "evaluate": ("models.evaluate", "evaluate a trained classifier on a split and write a report"),
     "synth": ("models.synthetic", "write a synthetic 16-class defect dataset"),
+    "quantize": ("models.quantize", "quantize a trained classifier to an INT8 artifact, guarded by accuracy"),
 }
 
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds a frame waits for batch-mates (default: 0.02)",
     )
+    worker.add_argument("--engine", help="auto | openvino-int8 | torch-fp32 | torch-bf16 | torch-fp16 (default: auto)")
     worker.add_argument("--device", help="auto | cpu | cuda[:N] (default: auto)")
     worker.add_argument("--web-port", type=int, help="HTTP port for /healthz, /readyz (default: 6066)")
     worker.add_argument("--app-id", help="Faust app id = consumer group (default: defectstream-worker)")
@@ -113,10 +115,18 @@ def _with_cluster(settings: Settings) -> Settings:
 def _run_model_command(name: str, argv: list[str]) -> int:
     import importlib
 
+    from models.checkpoint import CheckpointError
+    from models.engines.base import EngineError
+    from models.quantize import QuantizationRefused
+
     module = importlib.import_module(MODEL_COMMANDS[name][0])
     parser = module.get_args_parser()
     parser.prog = f"defectstream {name}"
-    module.main(parser.parse_args(argv))
+    try:
+        module.main(parser.parse_args(argv))
+    except (QuantizationRefused, EngineError, CheckpointError, FileNotFoundError, FileExistsError) as exc:
+        print(f"defectstream {name}: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -175,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         from streams.worker.app import run_worker
 
         settings = _with_cluster(
-            _settings(args, *kafka, "model_path", "max_batch", "max_wait_s", "device", "web_port", "app_id")
+            _settings(args, *kafka, "model_path", "engine", "max_batch", "max_wait_s", "device", "web_port", "app_id")
         )
         run_worker(settings)
         return 0

@@ -51,12 +51,15 @@ def gate_for_line(line_id: str) -> str:
 
 
 class FrameInspector:
-    def __init__(self, engine: InferenceEngine, *, ok_class: str, worker_id: str):
+    def __init__(self, engine: InferenceEngine, *, ok_class: str, worker_id: str, reduced_decode: bool = True):
         if ok_class not in engine.class_names:
             raise ValueError(f"ok class {ok_class!r} is not one of the model's classes {engine.class_names}")
         self.engine = engine
         self.ok_class = ok_class
         self.worker_id = worker_id
+        # Decode large JPEGs at 1/2-1/8 resolution when that still covers the model input (bench/model_bench.py
+        # measures its cost and its effect on predictions).
+        self.decode_min_side = engine.input_size if reduced_decode else None
 
     def inspect(self, frames: list[IncomingFrame]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -65,7 +68,7 @@ class FrameInspector:
         for frame in frames:
             try:
                 meta = frame_schema.parse_frame_headers(frame.headers)
-                image = decode_image(frame.value or b"")
+                image = decode_image(frame.value or b"", min_side=self.decode_min_side)
             except frame_schema.InvalidFrame as exc:
                 out.extend(self._dead_letter(frame, exc.reason, exc.detail))
                 continue

@@ -35,6 +35,7 @@ class Settings:
     app_id: str = "defectstream-worker"
     worker_id: str = field(default_factory=socket.gethostname)
     model_path: Path | None = None
+    engine: str = "auto"
     device: str = "auto"
     max_batch: int = 8
     # Upper bound on how long a frame waits for batch-mates. 20 ms keeps batch-1 latency low at line rates
@@ -42,6 +43,7 @@ class Settings:
     max_wait_s: float = 0.02
     inference_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     ok_class: str = "ok"
+    reduced_decode: bool = True
     web_port: int = 6066
     log_level: str = "info"
 

@@ -7,14 +7,19 @@ from typing import Protocol
 import numpy as np
 
 
+class EngineError(RuntimeError):
+    """An engine cannot be built: missing runtime, missing device, corrupt or mismatched artifact."""
+
+
 class InferenceEngine(Protocol):
+    name: str  # e.g. "openvino-int8", "torch-fp32"
     class_names: list[str]
     input_size: int
     mean: list[float]
     std: list[float]
     version: str
-    precision: str
-    device: str
+    precision: str  # "int8", "fp32", "bf16", "fp16"
+    device: str  # "cpu", "cuda:0", ...
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Float32 NCHW batch (already preprocessed) -> class probabilities, shape (N, num_classes)."""

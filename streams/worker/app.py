@@ -11,8 +11,8 @@ import faust
 import numpy as np
 import torch
 
+from models import engines
 from models.engines.base import InferenceEngine
-from models.engines.torch_engine import TorchEngine
 from schemas.frame import headers_to_dict
 from streams.inspection import FrameInspector, IncomingFrame
 from streams.kafka import topics
@@ -28,7 +28,11 @@ def load_engine(settings: Settings) -> InferenceEngine:
     if settings.model_path is None:
         raise ValueError("no model: set DEFECTSTREAM_MODEL_PATH or pass --model")
     torch.set_num_threads(settings.inference_threads)
-    return TorchEngine(settings.model_path, device=settings.device)
+    engine = engines.load_engine(
+        settings.model_path, kind=settings.engine, device=settings.device, threads=settings.inference_threads
+    )
+    log.info("serving %s (%s on %s) from %s", engine.version, engine.name, engine.device, settings.model_path)
+    return engine
 
 
 def create_app(settings: Settings, engine: InferenceEngine | None = None) -> faust.App:
@@ -36,7 +40,9 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
     engine = engine or load_engine(settings)
     # The first forward pass pays for allocator and kernel set-up (hundreds of ms); pay it before frames arrive.
     engine.predict(np.zeros((1, 3, engine.input_size, engine.input_size), dtype=np.float32))
-    inspector = FrameInspector(engine, ok_class=settings.ok_class, worker_id=settings.worker_id)
+    inspector = FrameInspector(
+        engine, ok_class=settings.ok_class, worker_id=settings.worker_id, reduced_decode=settings.reduced_decode
+    )
     datadir = settings.cache_dir / "worker" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(

@@ -26,3 +26,22 @@ def test_unknown_backbone_is_refused():
     with pytest.raises(ValueError, match="unknown backbone"):
         DefectClassifier(num_classes=2, backbone="vgg11")
     assert "resnet50" in BACKBONES
+
+
+def test_backbone_weights_load_from_a_torchvision_state_dict_file(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")  # the format torchvision publishes
+    model = DefectClassifier(num_classes=4, backbone="resnet18")
+    model.load_backbone_weights(tmp_path / "resnet18.pth")
+    assert torch.equal(model.features[0].weight, reference.conv1.weight)
+    assert torch.equal(model.features[4][0].conv1.weight, reference.layer1[0].conv1.weight)
+
+
+def test_mismatched_weights_file_is_refused(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "resnet34.pth")
+    with pytest.raises(RuntimeError):
+        DefectClassifier(num_classes=4, backbone="resnet18").load_backbone_weights(tmp_path / "resnet34.pth")

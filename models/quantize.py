@@ -1,0 +1,208 @@
+"""Post-training INT8 quantization with an accuracy guard:
+``defectstream quantize --model RUN_DIR --calib DIR --out ARTIFACT``.
+
+1. The FP32 checkpoint (``RUN_DIR/best.pt``) is converted to OpenVINO and quantized by NNCF, calibrated on real
+   *training* images of the run (its ``split.json`` train split, found in ``--calib`` by content hash), never on the
+   held-out split.
+2. FP32 (torch) and INT8 (OpenVINO) are both scored on the held-out split (default: the run's test split): top-1
+   agreement and accuracy of each.
+3. If agreement < ``--min-agreement`` (99.5%) or accuracy drops by more than ``--max-drop`` (0.5 points), nothing is
+   written and the command fails. Otherwise the artifact directory is written atomically with the numbers in its
+   ``artifact.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import data as ds
+from models.checkpoint import load_checkpoint
+from models.engines.artifact import CHECKPOINT_FILE, ArtifactMeta, sha256_file, write_meta
+from models.engines.openvino_engine import MODEL_FILE, OpenVINOEngine
+from models.engines.torch_engine import TorchEngine
+from models.train import code_version
+
+
+class QuantizationRefused(RuntimeError):
+    """The INT8 model disagrees with FP32 beyond the guard's limits; no artifact was written."""
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Quantize a trained classifier to INT8 with an accuracy guard", add_help=add_help
+    )
+    p.add_argument("--model", required=True, type=Path, help="run directory (best.pt + split.json)")
+    p.add_argument("--calib", required=True, type=Path, help="dataset folder holding the run's training images")
+    p.add_argument(
+        "--data", type=Path, default=None, help="dataset folder holding the held-out split (default: --calib)"
+    )
+    p.add_argument("--out", required=True, type=Path, help="artifact directory to write")
+    p.add_argument("--calib-size", type=int, default=300, help="calibration images, stratified (default: 300)")
+    p.add_argument(
+        "--eval-split", default="test", choices=["val", "test"], help="held-out split for the guard (default: test)"
+    )
+    p.add_argument(
+        "--min-agreement", type=float, default=0.995, help="minimum INT8/FP32 top-1 agreement (default: 0.995)"
+    )
+    p.add_argument(
+        "--max-drop", type=float, default=0.005, help="maximum accuracy drop, as a fraction (default: 0.005)"
+    )
+    p.add_argument(
+        "--fp32-attention",
+        action="store_true",
+        help="keep the spatial-attention conv in FP32 (default: quantize it too, if the guard passes)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for picking calibration images (default: 0)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = all (default: 0)")
+    p.add_argument("--force", action="store_true", help="replace an existing artifact at --out")
+    return p
+
+
+def _find(records: list[ds.ImageRecord], root: Path) -> list[ds.ImageRecord]:
+    available = {r.md5: r for r in ds.dedupe(ds.discover(root))[0]}
+    missing = [r for r in records if r.md5 not in available]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of the run's images are not under {root} (e.g. {missing[0].path})")
+    return [ds.ImageRecord(available[r.md5].path, r.label, r.md5, r.group) for r in records]
+
+
+def _stratified_subset(records: list[ds.ImageRecord], size: int, seed: int) -> list[ds.ImageRecord]:
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[ds.ImageRecord]] = {}
+    for r in records:
+        by_label.setdefault(r.label, []).append(r)
+    pools = [list(rng.permutation(np.array(v, dtype=object))) for _, v in sorted(by_label.items())]
+    chosen: list[ds.ImageRecord] = []
+    while len(chosen) < min(size, len(records)):
+        for pool in pools:
+            if pool and len(chosen) < size:
+                chosen.append(pool.pop())
+    return chosen
+
+
+def _batches(dataset: ds.ImageDataset, batch_size: int = 32) -> list[np.ndarray]:
+    items = [dataset[i][0].numpy() for i in range(len(dataset))]
+    return [np.stack(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    import nncf
+    import openvino as ov
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run: Path = args.model
+    checkpoint = run / "best.pt"
+    model, meta = load_checkpoint(checkpoint)
+    splits = ds.load_split(run / "split.json")
+    reencode = meta.args.get("reencode", "none")
+    calib_records = _stratified_subset(_find(splits["train"], args.calib), args.calib_size, args.seed)
+    eval_records = _find(splits[args.eval_split], args.data or args.calib)
+    calib_set = ds.ImageDataset(
+        calib_records, meta.class_names, meta.input_size, reencode=reencode, mean=meta.mean, std=meta.std
+    )
+    eval_set = ds.ImageDataset(
+        eval_records, meta.class_names, meta.input_size, reencode=reencode, mean=meta.mean, std=meta.std
+    )
+    size = meta.input_size
+    print(
+        f"calibrating on {len(calib_set)} training images, guarding on {len(eval_set)} {args.eval_split} images",
+        flush=True,
+    )
+
+    started = time.perf_counter()
+    ov_model = ov.convert_model(
+        model, example_input=torch.zeros(1, 3, size, size), input=[ov.PartialShape([-1, 3, size, size])]
+    )
+    ignored = None
+    if args.fp32_attention:
+        names = [op.get_friendly_name() for op in ov_model.get_ordered_ops() if "attention" in op.get_friendly_name()]
+        ignored = nncf.IgnoredScope(names=names, validate=False)
+    calibration = nncf.Dataset([calib_set[i][0].numpy()[None] for i in range(len(calib_set))])
+    quantized = nncf.quantize(
+        ov_model,
+        calibration,
+        subset_size=len(calib_set),
+        preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric INT8: the fast path of CPU VNNI/AMX kernels
+        ignored_scope=ignored,
+    )
+    quantize_seconds = time.perf_counter() - started
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}-", dir=args.out.parent))
+    try:
+        ov.save_model(quantized, str(tmp / MODEL_FILE), compress_to_fp16=False)
+        shutil.copy2(checkpoint, tmp / CHECKPOINT_FILE)
+        calib_fp = ds.fingerprint(calib_records)
+        artifact_meta = ArtifactMeta(
+            engine="openvino-int8",
+            class_names=list(meta.class_names),
+            input_size=size,
+            mean=list(meta.mean),
+            std=list(meta.std),
+            version=f"{meta.version}-int8",
+            backbone=meta.backbone,
+            source_checkpoint_sha256=sha256_file(checkpoint),
+            calibration={
+                "images": len(calib_records),
+                "fingerprint": calib_fp,
+                "split": "train",
+                "seed": args.seed,
+                "fp32_attention": args.fp32_attention,
+                "reencode": reencode,
+            },
+            accuracy={},
+            code_version=code_version(),
+        )
+        write_meta(tmp, artifact_meta)
+
+        y = np.asarray(eval_set.labels)
+        batches = _batches(eval_set)
+        fp32 = TorchEngine(checkpoint, device="cpu", precision="fp32")
+        int8 = OpenVINOEngine(tmp, threads=args.threads or None)
+        p32 = np.concatenate([fp32.predict(b) for b in batches])
+        p8 = np.concatenate([int8.predict(b) for b in batches])
+        agreement = float((p32.argmax(1) == p8.argmax(1)).mean())
+        acc32, acc8 = float((p32.argmax(1) == y).mean()), float((p8.argmax(1) == y).mean())
+        accuracy = {
+            "split": args.eval_split,
+            "images": len(eval_set),
+            "fingerprint": ds.fingerprint(eval_records),
+            "fp32_accuracy": acc32,
+            "int8_accuracy": acc8,
+            "top1_agreement": agreement,
+            "accuracy_drop_points": round((acc32 - acc8) * 100, 3),
+            "max_abs_prob_diff": float(np.abs(p32 - p8).max()),
+            "min_agreement": args.min_agreement,
+            "max_drop": args.max_drop,
+            "quantize_seconds": round(quantize_seconds, 1),
+        }
+        print(
+            f"FP32 accuracy {acc32:.4f}, INT8 accuracy {acc8:.4f}, top-1 agreement {agreement:.4f} "
+            f"on {len(eval_set)} {args.eval_split} images",
+            flush=True,
+        )
+        if agreement < args.min_agreement or acc32 - acc8 > args.max_drop:
+            raise QuantizationRefused(
+                f"INT8 model refused: agreement {agreement:.4f} (min {args.min_agreement}), accuracy drop "
+                f"{(acc32 - acc8) * 100:.2f} points (max {args.max_drop * 100:.2f}); no artifact written"
+            )
+        artifact_meta.accuracy = accuracy
+        write_meta(tmp, artifact_meta)
+        if args.out.exists():
+            if not args.force:
+                raise FileExistsError(f"{args.out} exists; pass --force to replace it")
+            shutil.rmtree(args.out)
+        tmp.rename(args.out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"wrote {args.out} ({artifact_meta.engine}, version {artifact_meta.version})")
+    return accuracy

@@ -1,0 +1,134 @@
+"""Every engine this machine has gives FP32's top-1; bad artifacts are refused; GPU selection never crashes."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from models import data as ds
+from models import quantize
+from models.engines import EngineError, cuda_status, load_engine
+from models.engines.torch_engine import TorchEngine
+
+
+@pytest.fixture(scope="module")
+def artifact(small_run, tmp_path_factory):
+    run, data = small_run
+    out = tmp_path_factory.mktemp("artifact") / "int8"
+    args = quantize.get_args_parser().parse_args(
+        [
+            "--model",
+            str(run),
+            "--calib",
+            str(data),
+            "--out",
+            str(out),
+            "--calib-size",
+            "64",
+            "--min-agreement",
+            "0.9",
+            "--max-drop",
+            "0.05",
+            "--threads",
+            "2",
+        ]
+    )
+    quantize.main(args)
+    return out
+
+
+def _test_batch(run, data):
+    split = ds.load_split(run / "split.json")["test"]
+    engine = TorchEngine(run / "best.pt", device="cpu")
+    dataset = ds.ImageDataset(split, engine.class_names, engine.input_size)
+    return np.stack([dataset[i][0].numpy() for i in range(len(dataset))]), engine
+
+
+def test_every_available_engine_agrees_with_fp32(small_run, artifact):
+    """Same top-1 as FP32 on every image FP32 decides with a margin; a near-tie (top-2 within 0.1) may flip under
+    INT8 rounding, which is why the product guard measures agreement on a real held-out split."""
+    run, data = small_run
+    x, fp32 = _test_batch(run, data)
+    p32 = fp32.predict(x)
+    reference = p32.argmax(1)
+    top2 = np.sort(p32, axis=1)[:, -2:]
+    decisive = top2[:, 1] - top2[:, 0] >= 0.1
+    assert decisive.mean() >= 0.8, "the small model is too unsure to compare engines on"
+    kinds = ["openvino-int8", "torch-fp32", "torch-bf16"]
+    if cuda_status()[0]:
+        kinds.append("torch-fp16")
+    for kind in kinds:
+        engine = load_engine(artifact, kind=kind)
+        probs = engine.predict(x)
+        assert probs.shape == (len(x), len(engine.class_names))
+        assert np.allclose(probs.sum(1), 1.0, atol=1e-4)
+        same = probs.argmax(1) == reference
+        assert same[decisive].all(), f"{kind}: top-1 differs from FP32 on {(~same[decisive]).sum()} decisive images"
+        assert same.mean() >= 0.95, f"{kind}: top-1 agreement {same.mean():.3f} with FP32"
+
+
+def test_artifact_records_the_guard_numbers(artifact):
+    meta = json.loads((artifact / "artifact.json").read_text())
+    assert meta["engine"] == "openvino-int8"
+    assert meta["accuracy"]["top1_agreement"] >= 0.9
+    assert {"fp32_accuracy", "int8_accuracy", "split", "fingerprint"} <= meta["accuracy"].keys()
+    assert meta["calibration"]["split"] == "train" and meta["calibration"]["images"] == 64
+    assert len(meta["source_checkpoint_sha256"]) == 64
+
+
+def test_auto_engine_is_int8_on_a_cpu_machine(artifact, small_run):
+    if cuda_status()[0]:
+        pytest.skip("this machine has CUDA: auto picks the GPU engine")
+    assert load_engine(artifact).name == "openvino-int8"
+    assert load_engine(small_run[0] / "best.pt").name == "torch-fp32"
+
+
+def test_corrupted_artifact_is_refused(artifact, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(artifact, broken)
+    with open(broken / "model.bin", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\xff" * 8)
+    with pytest.raises(EngineError, match=r"model.bin does not match"):
+        load_engine(broken)
+    (broken / "model.bin").unlink()
+    with pytest.raises(EngineError, match=r"model.bin is missing"):
+        load_engine(broken)
+
+
+def test_mismatched_artifact_is_refused(artifact, small_run, tmp_path):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(artifact, mixed)
+    shutil.copy(small_run[0] / "last.pt", mixed / "checkpoint.pt")  # another file under the expected name
+    with pytest.raises(EngineError, match=r"checkpoint.pt does not match"):
+        load_engine(mixed, kind="torch-fp32")
+    with pytest.raises(EngineError, match=r"directory without artifact.json"):
+        load_engine(tmp_path)
+    with pytest.raises(EngineError, match="INT8 needs an artifact"):
+        load_engine(small_run[0] / "best.pt", kind="openvino-int8")
+
+
+def test_guard_refuses_and_writes_nothing(small_run, tmp_path):
+    run, data = small_run
+    out = tmp_path / "refused"
+    args = quantize.get_args_parser().parse_args(
+        ["--model", str(run), "--calib", str(data), "--out", str(out), "--calib-size", "16", "--min-agreement", "1.01"]
+    )
+    with pytest.raises(quantize.QuantizationRefused, match="no artifact written"):
+        quantize.main(args)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".refused-*"))
+
+
+def test_gpu_selection_without_a_gpu_reports_instead_of_crashing(small_run):
+    available, why = cuda_status()
+    if available:
+        pytest.skip("this machine has CUDA")
+    assert "CUDA" in why
+    with pytest.raises(EngineError, match="CUDA is not available"):
+        load_engine(small_run[0] / "best.pt", kind="torch-fp16", device="cuda")
+    with pytest.raises(EngineError, match="fp16 inference is for CUDA"):
+        TorchEngine(small_run[0] / "best.pt", device="cpu", precision="fp16")
+    assert torch.cuda.is_available() is False
