@@ -29,6 +29,7 @@ MODEL_COMMANDS = {
     "evaluate": ("models.evaluate", "evaluate a trained classifier on a split and write a report"),
     "synth": ("models.synthetic", "write a synthetic 16-class defect dataset"),
     "quantize": ("models.quantize", "quantize a trained classifier to an INT8 artifact, guarded by accuracy"),
+    "bench-model": ("bench.model_bench", "benchmark inference engines and preprocessing (prints a table)"),
 }
 
 
@@ -119,6 +120,9 @@ def _run_model_command(name: str, argv: list[str]) -> int:
     from models.engines.base import EngineError
     from models.quantize import QuantizationRefused
 
+    repo_root = str(Path(__file__).resolve().parents[1])
+    if repo_root not in sys.path:  # bench/ lives beside the packages, not inside the installed distribution
+        sys.path.insert(0, repo_root)
     module = importlib.import_module(MODEL_COMMANDS[name][0])
     parser = module.get_args_parser()
     parser.prog = f"defectstream {name}"

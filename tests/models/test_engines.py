@@ -132,3 +132,37 @@ def test_gpu_selection_without_a_gpu_reports_instead_of_crashing(small_run):
     with pytest.raises(EngineError, match="fp16 inference is for CUDA"):
         TorchEngine(small_run[0] / "best.pt", device="cpu", precision="fp16")
     assert torch.cuda.is_available() is False
+
+
+def test_model_bench_runs_and_reports_ratios(artifact, small_run, tmp_path):
+    """The benchmark script works end to end (its numbers are only meaningful on a quiet machine)."""
+    from bench import model_bench
+
+    run, data = small_run
+    args = model_bench.get_args_parser().parse_args(
+        [
+            "--artifact",
+            str(artifact),
+            "--seconds",
+            "0.05",
+            "--min-iters",
+            "2",
+            "--batch-sizes",
+            "1,8",
+            "--engines",
+            "torch-fp32,openvino-int8",
+            "--data",
+            str(data),
+            "--run",
+            str(run),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    result = model_bench.main(args)
+    assert {r["engine"] for r in result["rows"]} == {"torch-fp32", "openvino-int8"}
+    assert result["ratios"]["fastest_true_fp32"] == "torch-fp32"
+    assert result["ratios"]["int8_bs1_p50_over_fp32"] > 0
+    assert {d["frame"] for d in result["decode"]} == {"640x480", "1280x1024"}
+    assert result["reduced_decode_effect"]["images"] > 0
+    assert list(tmp_path.glob("model_bench-*.json"))

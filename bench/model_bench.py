@@ -1,0 +1,358 @@
+"""Model benchmark: engines x batch sizes -> p50/p99 latency and images/s, plus decode+preprocess cost, in one run.
+
+    python bench/model_bench.py --artifact ARTIFACT [--data DATASET_DIR --run RUN_DIR] [--threads 2]
+    defectstream bench-model ...   (same arguments)
+
+Prints a table and writes JSON (machine, versions, every number) to --out. Ratios are computed inside one run,
+because the machines this runs on are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from models import synthetic
+from models.engines import load_engine
+from models.engines.artifact import CHECKPOINT_FILE, read_meta
+from models.preprocess import decode_image, preprocess_batch
+
+TRUE_FP32 = {"torch-fp32", "openvino-fp32", "onnxruntime-fp32"}
+INT8 = {"openvino-int8", "onnxruntime-int8"}
+DEFAULT_ENGINE = "openvino-int8"
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Benchmark inference engines and preprocessing", add_help=add_help)
+    p.add_argument("--artifact", required=True, type=Path, help="INT8 artifact from `defectstream quantize`")
+    p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated batch sizes (default: 1,8,32)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="inference threads (default: all cores)")
+    p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per engine and batch size (default: 4)")
+    p.add_argument("--min-iters", type=int, default=15, help="at least this many timed batches (default: 15)")
+    p.add_argument(
+        "--engines",
+        default="torch-fp32,torch-bf16,openvino-fp32,onnxruntime-fp32,openvino-int8,onnxruntime-int8",
+        help="engines to run (default: all)",
+    )
+    p.add_argument("--compile", action="store_true", help="also torch.compile BF16 (10-16 s cold start per shape)")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder for the reduced-decode accuracy check")
+    p.add_argument("--run", type=Path, default=None, help="run directory whose test split --data holds")
+    p.add_argument(
+        "--out", type=Path, default=Path("bench/results"), help="JSON output folder (default: bench/results)"
+    )
+    return p
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+    }
+    for mod in ("openvino", "onnxruntime", "nncf"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            versions[mod] = None
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "threads": threads,
+        "versions": versions,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _openvino_fp32(checkpoint: Path, size: int, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import openvino as ov
+
+    from models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    ov_model = ov.convert_model(
+        model, example_input=torch.zeros(1, 3, size, size), input=[ov.PartialShape([-1, 3, size, size])]
+    )
+    # f32 hint: without it OpenVINO silently runs BF16 on CPUs that have it, and "FP32" would not be FP32.
+    compiled = ov.Core().compile_model(
+        ov_model,
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
+    )
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x})[0]
+
+
+def _onnx_sessions(
+    checkpoint: Path, size: int, threads: int, calib: np.ndarray
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
+    fp32_path, pre_path, int8_path = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx"
+    torch.onnx.export(
+        model,
+        torch.zeros(1, 3, size, size),
+        fp32_path,
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    # skip_symbolic_shape: symbolic shape inference crashes on the attention block (seen with ORT 1.2x).
+    quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"x": calib[i : i + 1]} for i in range(len(calib))])
+
+        def get_next(self) -> dict | None:
+            return next(self.items, None)
+
+    quantize_static(
+        str(pre_path),
+        str(int8_path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    out = {}
+    for name, path in (("onnxruntime-fp32", fp32_path), ("onnxruntime-int8", int8_path)):
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        out[name] = lambda x, s=session: s.run(None, {"x": x})[0]
+    return out
+
+
+def time_engine(
+    fn: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, seconds: float, min_iters: int
+) -> dict[str, float]:
+    for _ in range(3):
+        fn(batch)
+    times = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < min_iters or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn(batch)
+        times.append((time.perf_counter() - t0) * 1000)
+        if len(times) >= 2000:
+            break
+    times.sort()
+    return {
+        "p50_ms": statistics.median(times),
+        "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))],
+        "images_per_s": len(batch) * 1000 * len(times) / sum(times),
+        "iterations": len(times),
+    }
+
+
+def _frame(width: int, height: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    side = max(width, height)
+    img = synthetic.render("scratch", rng, side)[:height, :width]
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return buf.tobytes()
+
+
+def decode_costs(input_size: int, iters: int = 200) -> list[dict[str, Any]]:
+    """Decode + preprocess per frame on one core, full and reduced decode."""
+    cv2.setNumThreads(1)
+    rows = []
+    for width, height in ((640, 480), (1280, 1024)):
+        data = _frame(width, height, seed=width)
+        for reduced in (False, True):
+            min_side = input_size if reduced else None
+            times = []
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                preprocess_batch([decode_image(data, min_side=min_side)], input_size)
+                times.append((time.perf_counter() - t0) * 1000)
+            times.sort()
+            rows.append(
+                {
+                    "frame": f"{width}x{height}",
+                    "jpeg_kb": round(len(data) / 1024, 1),
+                    "reduced_decode": reduced,
+                    "p50_ms": statistics.median(times),
+                    "p99_ms": times[int(0.99 * len(times))],
+                }
+            )
+    cv2.setNumThreads(-1)
+    return rows
+
+
+def reduced_decode_effect(engine: Any, data: Path, run: Path, scale: int = 5) -> dict[str, Any]:
+    """Prediction change from reduced decode on large frames: the run's test images upscaled x``scale`` and
+    JPEG-encoded, classified after full and after reduced decode."""
+    from models import data as ds
+
+    split = ds.load_split(run / "split.json")["test"]
+    available = {r.md5: r for r in ds.discover(data)}
+    records = [available[r.md5] for r in split if r.md5 in available]
+    labels = [engine.class_names.index(r.label) for r in records]
+    full, fast = [], []
+    for rec in records:
+        img = cv2.imread(rec.path)
+        big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        payload = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+        full.append(decode_image(payload))
+        fast.append(decode_image(payload, min_side=engine.input_size))
+    p_full = engine.predict(preprocess_batch(full, engine.input_size, engine.mean, engine.std)).argmax(1)
+    p_fast = engine.predict(preprocess_batch(fast, engine.input_size, engine.mean, engine.std)).argmax(1)
+    y = np.asarray(labels)
+    return {
+        "images": len(records),
+        "frame": f"{img.shape[1] * scale}x{img.shape[0] * scale}",
+        "accuracy_full_decode": float((p_full == y).mean()),
+        "accuracy_reduced_decode": float((p_fast == y).mean()),
+        "top1_agreement": float((p_full == p_fast).mean()),
+    }
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    meta = read_meta(args.artifact)
+    size = meta.input_size
+    checkpoint = args.artifact / CHECKPOINT_FILE
+    wanted = [e.strip() for e in args.engines.split(",") if e.strip()]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    rng = np.random.default_rng(0)
+    calib = np.stack(
+        [
+            preprocess_batch([cv2.cvtColor(synthetic.render("ok", rng, size), cv2.COLOR_BGR2RGB)], size)[0]
+            for _ in range(32)
+        ]
+    )
+
+    engines: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    if "torch-fp32" in wanted:
+        engines["torch-fp32"] = load_engine(args.artifact, kind="torch-fp32", device="cpu").predict
+    if "torch-bf16" in wanted:
+        engines["torch-bf16"] = load_engine(args.artifact, kind="torch-bf16", device="cpu").predict
+    if args.compile:
+        from models.engines.torch_engine import TorchEngine
+
+        engines["torch-bf16-compiled"] = TorchEngine(checkpoint, device="cpu", precision="bf16", compile=True).predict
+    if "openvino-fp32" in wanted:
+        engines["openvino-fp32"] = _openvino_fp32(checkpoint, size, args.threads)
+    if {"onnxruntime-fp32", "onnxruntime-int8"} & set(wanted):
+        for name, fn in _onnx_sessions(checkpoint, size, args.threads, calib).items():
+            if name in wanted:
+                engines[name] = fn
+    default_engine = load_engine(args.artifact, kind=DEFAULT_ENGINE, threads=args.threads)
+    if DEFAULT_ENGINE in wanted:
+        engines[DEFAULT_ENGINE] = default_engine.predict
+
+    rows = []
+    for bs in batch_sizes:
+        batch = np.ascontiguousarray(np.resize(calib, (bs, 3, size, size)))
+        for name, fn in engines.items():
+            result = time_engine(fn, batch, args.seconds, args.min_iters)
+            rows.append({"engine": name, "batch": bs, **result})
+            print(
+                f"  {name:22s} bs {bs:3d}  p50 {result['p50_ms']:8.2f} ms  p99 {result['p99_ms']:8.2f} ms  "
+                f"{result['images_per_s']:7.1f} img/s",
+                flush=True,
+            )
+
+    def row(engine: str, bs: int) -> dict[str, float] | None:
+        return next((r for r in rows if r["engine"] == engine and r["batch"] == bs), None)
+
+    ratios: dict[str, Any] = {}
+    fp32_bs1 = [r for r in rows if r["engine"] in TRUE_FP32 and r["batch"] == 1]
+    int8_bs1 = [r for r in rows if r["engine"] in INT8 and r["batch"] == 1]
+    if fp32_bs1 and row(DEFAULT_ENGINE, 1) and row(DEFAULT_ENGINE, 8):
+        fastest = min(fp32_bs1, key=lambda r: r["p50_ms"])["engine"]
+        ratios["fastest_true_fp32"] = fastest
+        ratios["int8_bs1_p50_over_fp32"] = row(DEFAULT_ENGINE, 1)["p50_ms"] / row(fastest, 1)["p50_ms"]
+        if row(fastest, 8):
+            ratios["int8_bs8_throughput_over_fp32"] = (
+                row(DEFAULT_ENGINE, 8)["images_per_s"] / row(fastest, 8)["images_per_s"]
+            )
+    if int8_bs1 and row(DEFAULT_ENGINE, 1):
+        best = min(int8_bs1, key=lambda r: r["p50_ms"])
+        ratios["fastest_int8"] = best["engine"]
+        ratios["default_int8_bs1_over_fastest_int8"] = row(DEFAULT_ENGINE, 1)["p50_ms"] / best["p50_ms"]
+
+    decode = decode_costs(size)
+    effect = reduced_decode_effect(default_engine, args.data, args.run) if args.data and args.run else None
+    result = {
+        "machine": machine_info(args.threads),
+        "artifact": str(args.artifact),
+        "model_version": meta.version,
+        "backbone": meta.backbone,
+        "input_size": size,
+        "rows": rows,
+        "ratios": ratios,
+        "decode": decode,
+        "reduced_decode_effect": effect,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print_table(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"model_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {path}")
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    m = result["machine"]
+    print(
+        f"\n{m['cpu']}, {m['threads']} threads; {result['backbone']} + attention, {result['input_size']}px; "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    )
+    batch_sizes = sorted({r["batch"] for r in result["rows"]})
+    engines = list(dict.fromkeys(r["engine"] for r in result["rows"]))
+    header = "| engine | " + " | ".join(f"bs{b} p50 / p99 ms (img/s)" for b in batch_sizes) + " |"
+    print(header)
+    print("|---" * (len(batch_sizes) + 1) + "|")
+    for name in engines:
+        cells = []
+        for b in batch_sizes:
+            r = next(r for r in result["rows"] if r["engine"] == name and r["batch"] == b)
+            cells.append(f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ({r['images_per_s']:.0f})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nratios:", json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result["ratios"].items()}))
+    print("\n| frame | JPEG KB | reduced decode | decode+preprocess p50 ms (1 core) | p99 ms |")
+    print("|---|---|---|---|---|")
+    for d in result["decode"]:
+        reduced = "yes" if d["reduced_decode"] else "no"
+        print(f"| {d['frame']} | {d['jpeg_kb']} | {reduced} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} |")
+    if result["reduced_decode_effect"]:
+        print("\nreduced decode effect:", json.dumps(result["reduced_decode_effect"]))
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
