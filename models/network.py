@@ -1,6 +1,6 @@
 """The pure torch defect classifier: torchvision backbone + spatial attention + classification head.
 
-No training code here (see :mod:`models.training`), and no I/O beyond loading a state dict the user names.
+No training code here (see :mod:`models.train`), and no I/O beyond loading a state dict the user names.
 """
 
 from __future__ import annotations
