@@ -94,13 +94,25 @@ def _batches(dataset: ds.ImageDataset, batch_size: int = 32) -> list[np.ndarray]
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    import nncf
-    import openvino as ov
-
     if args.threads:
         torch.set_num_threads(args.threads)
     run: Path = args.model
-    checkpoint = run / "best.pt"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}-", dir=args.out.parent))
+    try:
+        return _quantize(args, run, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _quantize(args: argparse.Namespace, run: Path, tmp: Path) -> dict[str, Any]:
+    import nncf
+    import openvino as ov
+
+    # Work on a private copy: training may still replace best.pt, and the INT8 model, the stored checkpoint,
+    # its hash and the FP32 reference must all be the same weights.
+    checkpoint = tmp / CHECKPOINT_FILE
+    shutil.copy2(run / "best.pt", checkpoint)
     model, meta = load_checkpoint(checkpoint)
     splits = ds.load_split(run / "split.json")
     reencode = meta.args.get("reencode", "none")
@@ -136,73 +148,70 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     quantize_seconds = time.perf_counter() - started
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}-", dir=args.out.parent))
-    try:
-        ov.save_model(quantized, str(tmp / MODEL_FILE), compress_to_fp16=False)
-        shutil.copy2(checkpoint, tmp / CHECKPOINT_FILE)
-        calib_fp = ds.fingerprint(calib_records)
-        artifact_meta = ArtifactMeta(
-            engine="openvino-int8",
-            class_names=list(meta.class_names),
-            input_size=size,
-            mean=list(meta.mean),
-            std=list(meta.std),
-            version=f"{meta.version}-int8",
-            backbone=meta.backbone,
-            source_checkpoint_sha256=sha256_file(checkpoint),
-            calibration={
-                "images": len(calib_records),
-                "fingerprint": calib_fp,
-                "split": "train",
-                "seed": args.seed,
-                "fp32_attention": args.fp32_attention,
-                "reencode": reencode,
-            },
-            accuracy={},
-            code_version=code_version(),
-        )
-        write_meta(tmp, artifact_meta)
+    ov.save_model(quantized, str(tmp / MODEL_FILE), compress_to_fp16=False)
+    calib_fp = ds.fingerprint(calib_records)
+    artifact_meta = ArtifactMeta(
+        engine="openvino-int8",
+        class_names=list(meta.class_names),
+        input_size=size,
+        mean=list(meta.mean),
+        std=list(meta.std),
+        version=f"{meta.version}-int8",
+        backbone=meta.backbone,
+        source_checkpoint_sha256=sha256_file(checkpoint),
+        calibration={
+            "images": len(calib_records),
+            "fingerprint": calib_fp,
+            "split": "train",
+            "seed": args.seed,
+            "fp32_attention": args.fp32_attention,
+            "reencode": reencode,
+        },
+        accuracy={},
+        code_version=code_version(),
+    )
+    write_meta(tmp, artifact_meta)
 
-        y = np.asarray(eval_set.labels)
-        batches = _batches(eval_set)
-        fp32 = TorchEngine(checkpoint, device="cpu", precision="fp32")
-        int8 = OpenVINOEngine(tmp, threads=args.threads or None)
-        p32 = np.concatenate([fp32.predict(b) for b in batches])
-        p8 = np.concatenate([int8.predict(b) for b in batches])
-        agreement = float((p32.argmax(1) == p8.argmax(1)).mean())
-        acc32, acc8 = float((p32.argmax(1) == y).mean()), float((p8.argmax(1) == y).mean())
-        accuracy = {
-            "split": args.eval_split,
-            "images": len(eval_set),
-            "fingerprint": ds.fingerprint(eval_records),
-            "fp32_accuracy": acc32,
-            "int8_accuracy": acc8,
-            "top1_agreement": agreement,
-            "accuracy_drop_points": round((acc32 - acc8) * 100, 3),
-            "max_abs_prob_diff": float(np.abs(p32 - p8).max()),
-            "min_agreement": args.min_agreement,
-            "max_drop": args.max_drop,
-            "quantize_seconds": round(quantize_seconds, 1),
-        }
-        print(
-            f"FP32 accuracy {acc32:.4f}, INT8 accuracy {acc8:.4f}, top-1 agreement {agreement:.4f} "
-            f"on {len(eval_set)} {args.eval_split} images",
-            flush=True,
+    y = np.asarray(eval_set.labels)
+    batches = _batches(eval_set)
+    fp32 = TorchEngine(checkpoint, device="cpu", precision="fp32")
+    int8 = OpenVINOEngine(tmp, threads=args.threads or None)
+    p32 = np.concatenate([fp32.predict(b) for b in batches])
+    p8 = np.concatenate([int8.predict(b) for b in batches])
+    agreement = float((p32.argmax(1) == p8.argmax(1)).mean())
+    acc32, acc8 = float((p32.argmax(1) == y).mean()), float((p8.argmax(1) == y).mean())
+    accuracy = {
+        "split": args.eval_split,
+        "images": len(eval_set),
+        "fingerprint": ds.fingerprint(eval_records),
+        "fp32_accuracy": acc32,
+        "int8_accuracy": acc8,
+        "top1_agreement": agreement,
+        "accuracy_drop_points": round((acc32 - acc8) * 100, 3),
+        "max_abs_prob_diff": float(np.abs(p32 - p8).max()),
+        "min_agreement": args.min_agreement,
+        "max_drop": args.max_drop,
+        "quantize_seconds": round(quantize_seconds, 1),
+    }
+    print(
+        f"FP32 accuracy {acc32:.4f}, INT8 accuracy {acc8:.4f}, top-1 agreement {agreement:.4f} "
+        f"on {len(eval_set)} {args.eval_split} images",
+        flush=True,
+    )
+    if agreement < args.min_agreement or acc32 - acc8 > args.max_drop:
+        raise QuantizationRefused(
+            f"INT8 model refused: agreement {agreement:.4f} (min {args.min_agreement}), accuracy drop "
+            f"{(acc32 - acc8) * 100:.2f} points (max {args.max_drop * 100:.2f}); no artifact written"
         )
-        if agreement < args.min_agreement or acc32 - acc8 > args.max_drop:
-            raise QuantizationRefused(
-                f"INT8 model refused: agreement {agreement:.4f} (min {args.min_agreement}), accuracy drop "
-                f"{(acc32 - acc8) * 100:.2f} points (max {args.max_drop * 100:.2f}); no artifact written"
-            )
-        artifact_meta.accuracy = accuracy
-        write_meta(tmp, artifact_meta)
-        if args.out.exists():
-            if not args.force:
-                raise FileExistsError(f"{args.out} exists; pass --force to replace it")
-            shutil.rmtree(args.out)
-        tmp.rename(args.out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    artifact_meta.accuracy = accuracy
+    write_meta(tmp, artifact_meta)
+    if args.out.exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to replace it")
+    # Replace by renames: at every moment --out is either the old or the new complete artifact.
+    old = args.out.with_name(f".{args.out.name}-old-{int(time.time())}")
+    if args.out.exists():
+        args.out.rename(old)
+    tmp.rename(args.out)
+    shutil.rmtree(old, ignore_errors=True)
     print(f"wrote {args.out} ({artifact_meta.engine}, version {artifact_meta.version})")
     return accuracy

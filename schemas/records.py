@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 from schemas import SCHEMA_VERSION
 
@@ -27,23 +27,36 @@ class Record:
         return json.dumps({"kind": self.kind, **asdict(self)}, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls: type[R], raw: bytes | str) -> R:
+    def from_json(cls: type[R], raw: bytes | str | None) -> R:
+        """Parse and validate; every way a record can be wrong raises :class:`SchemaError`, nothing else."""
+        if raw is None:
+            raise SchemaError(f"{cls.kind}: empty message (tombstone)")
         try:
-            data: dict[str, Any] = json.loads(raw)
-        except ValueError as exc:
+            data = json.loads(raw)
+        except (ValueError, TypeError) as exc:
             raise SchemaError(f"{cls.kind}: not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise SchemaError(f"{cls.kind}: expected a JSON object, got {type(data).__name__}")
         if data.pop("kind", cls.kind) != cls.kind:
             raise SchemaError(f"expected a {cls.kind} record")
         if data.get("schema_version") != SCHEMA_VERSION:
             raise SchemaError(f"{cls.kind}: unsupported schema_version {data.get('schema_version')!r}")
-        names = {f.name for f in fields(cls)}
-        unknown = data.keys() - names
+        types = {f.name: f.type for f in fields(cls)}
+        unknown = data.keys() - types.keys()
         if unknown:
             raise SchemaError(f"{cls.kind}: unknown field(s) {sorted(unknown)}")
+        for name, value in data.items():
+            expected = _JSON_TYPES[str(types[name]).split("[")[0]]
+            if isinstance(value, bool) or not isinstance(value, expected):
+                raise SchemaError(f"{cls.kind}: field {name} must be {types[name]}, got {value!r}")
         try:
             return cls(**data)
         except TypeError as exc:
             raise SchemaError(f"{cls.kind}: {exc}") from None
+
+
+# Field annotation -> accepted JSON value types (booleans are refused for numbers: JSON true is not 1).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "dict": (dict,)}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.frame import FrameMeta
 from streams.kafka import topics
@@ -57,13 +57,25 @@ class CameraGateway:
             capture_ts_ns=time.time_ns(),
             content_type=content_type,
         )
-        self.producer.produce(
-            self.topic,
-            key=meta.part_id.encode(),
-            value=image,
-            headers=meta.to_headers(),
-            on_delivery=self._delivered,
-        )
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic,
+                    key=meta.part_id.encode(),
+                    value=image,
+                    headers=meta.to_headers(),
+                    on_delivery=self._delivered,
+                )
+                break
+            except BufferError:
+                # The local queue is full (broker slow or down): wait for deliveries instead of dropping the frame.
+                self.producer.poll(0.1)
+            except KafkaException as exc:  # e.g. a frame larger than the topic allows: counted, not silent
+                self.stats.sent += 1
+                self.stats.failed += 1
+                self.stats.errors.append(str(exc))
+                log.error("frame %s refused by the producer: %s", meta.part_id, exc)
+                return meta.part_id
         self.stats.sent += 1
         if label:
             self.stats.part_labels[meta.part_id] = label
@@ -86,14 +98,16 @@ class CameraGateway:
         """Send every frame of ``frames`` at ``fps`` (None: as fast as possible), then flush."""
         interval = 1.0 / fps if fps else 0.0
         next_at = time.perf_counter()
-        for label, image, content_type in frames:
-            if interval:
-                delay = next_at - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                next_at += interval
-            self.send(image, content_type=content_type, label=label)
-        remaining = self.flush()
-        if remaining:
-            log.error("%d frames still undelivered after flush", remaining)
+        try:
+            for label, image, content_type in frames:
+                if interval:
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    next_at += interval
+                self.send(image, content_type=content_type, label=label)
+        finally:
+            remaining = self.flush()
+            if remaining:
+                log.error("%d frames still undelivered after flush", remaining)
         return self.stats

@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         gate = RejectGate(settings)
         stop = threading.Event()
         if args.duration:
-            threading.Timer(args.duration, stop.set).start()
+            timer = threading.Timer(args.duration, stop.set)
+            timer.daemon = True  # Ctrl-C before the duration must not wait for the timer
+            timer.start()
         try:
             stats = gate.run(stop)
         except KeyboardInterrupt:

@@ -75,6 +75,9 @@ class FrameInspector:
             except UndecodableImage as exc:
                 out.extend(self._dead_letter(frame, "undecodable_image", str(exc)))
                 continue
+            except Exception as exc:  # anything else one frame can raise must cost only that frame
+                out.extend(self._dead_letter(frame, "decode_error", repr(exc)))
+                continue
             valid.append((frame, meta, image))
         if not valid:
             return out
@@ -151,6 +154,9 @@ class FrameInspector:
         )
         part_id = frame.headers.get(frame_schema.PART_ID) or f"{frame.topic}/{frame.partition}/{frame.offset}"
         line_id = frame.headers.get(frame_schema.LINE_ID) or UNKNOWN_LINE
+        if line_id == UNKNOWN_LINE:
+            # No gate listens for "unknown": the dead letter is the only trace. Gateways must send line_id.
+            log.error("fail-safe reject for %s has no line_id header: no gate will act on it", part_id)
         try:
             capture_ts_ns = int(frame.headers.get(frame_schema.CAPTURE_TS_NS, ""))
         except ValueError:

@@ -50,6 +50,8 @@ class Settings:
     # Edge clients.
     line_id: str = "line-1"
     camera_id: str = "cam-1"
+    # A reject command older than this (since capture) is not actuated: its part has long left the gate.
+    gate_stale_after_s: float = 60.0
 
     # Where jars, trained demo models and broker run state live (outside git).
     cache_dir: Path = field(default_factory=_default_cache_dir)
@@ -109,7 +111,10 @@ def _coerce(f: dataclasses.Field, raw: str) -> Any:
         if kind.startswith("float"):
             return float(raw)
         if kind.startswith("bool"):
-            return raw.strip().lower() in {"1", "true", "yes", "on"}
+            value = raw.strip().lower()
+            if value not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+                raise ValueError(raw)
+            return value in {"1", "true", "yes", "on"}
         if kind.startswith("Path"):
             return Path(raw).expanduser()
     except ValueError as exc:

@@ -215,7 +215,10 @@ class LocalKafka:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="kafka-", dir=self.run_dir))
         data = work / "data"
-        port, controller_port = _free_port(), _free_port()
+        port = _free_port()
+        controller_port = _free_port()
+        while controller_port == port:
+            controller_port = _free_port()
         config_file = work / "server.properties"
         config_file.write_text(_server_properties(data, port, controller_port))
         log_file = work / "broker.log"
@@ -274,6 +277,10 @@ class LocalKafka:
             self._terminate(state, proc)
             self._cleanup(state)
             raise BrokerError(f"{exc}\n--- broker log tail ({log_file}) ---\n{tail}") from None
+        except BaseException:  # Ctrl-C while waiting: the detached JVM would outlive us otherwise
+            self._terminate(state, proc)
+            self._cleanup(state)
+            raise
         if ready_id != cluster_id:
             self._terminate(state, proc)
             self._cleanup(state)

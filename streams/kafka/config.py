@@ -39,7 +39,9 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         # Frames must not wait for batch-mates: latency, not throughput, is the camera's constraint.
         "linger.ms": 1,
-        "message.max.bytes": MAX_MESSAGE_BYTES,
+        # A little below the broker's limit, which counts batch and header overhead too: a frame the producer
+        # accepts is one the broker accepts.
+        "message.max.bytes": MAX_MESSAGE_BYTES - 64 * 1024,
         "compression.type": "none",  # JPEG/PNG do not compress further; spending CPU on it only adds latency.
     }
     config.update(extra)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +15,7 @@ import torch
 from models import engines
 from models.engines.base import InferenceEngine
 from schemas.frame import headers_to_dict
-from streams.inspection import FrameInspector, IncomingFrame
+from streams.inspection import FrameInspector, IncomingFrame, Outgoing
 from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap
 from streams.settings import Settings
@@ -22,6 +23,8 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 OUTPUT_ROLES = (topics.RESULTS, topics.REJECT_COMMANDS, topics.DEAD_LETTERS)
+# How long a batch's records may stay undeliverable before the worker gives up (and exits without acking).
+DELIVERY_DEADLINE_S = 120.0
 
 
 def load_engine(settings: Settings) -> InferenceEngine:
@@ -80,6 +83,40 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
     # One inference thread per agent: torch parallelises inside a batch with its own threads.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")
 
+    async def deliver(outgoing: list[Outgoing]) -> None:
+        """Send every record and wait until Kafka has it, before take_events acks the batch.
+
+        Reject commands go first: if anything goes wrong afterwards, the gate has already been told. Failed sends
+        are retried (the producer is idempotent). If Kafka stays unreachable past DELIVERY_DEADLINE_S the process
+        exits hard, so the batch is never acked: a restarted worker inspects it again rather than losing it."""
+        pending = sorted(outgoing, key=lambda o: o.role != topics.REJECT_COMMANDS)
+        deadline = time.monotonic() + DELIVERY_DEADLINE_S
+        backoff = 0.1
+        while pending:
+            futures = []
+            failed: list[Outgoing] = []
+            for o in pending:
+                try:
+                    futures.append((o, await outputs[o.role].send(key=o.key, value=o.value)))
+                except Exception:
+                    log.exception("sending to %s failed", o.role)
+                    failed.append(o)
+            results = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
+            failed += [o for (o, _), r in zip(futures, results, strict=True) if isinstance(r, BaseException)]
+            if not failed:
+                return
+            if time.monotonic() > deadline:
+                log.critical(
+                    "%d records undeliverable for %.0fs; exiting without acking the batch",
+                    len(failed),
+                    DELIVERY_DEADLINE_S,
+                )
+                os._exit(70)
+            log.warning("%d of %d records not delivered; retrying in %.1fs", len(failed), len(pending), backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            pending = failed
+
     @app.agent(frames_topic, name="inspect-frames")
     async def inspect_frames(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
@@ -101,9 +138,7 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
             except Exception as exc:  # the worker must survive anything one batch can throw at it
                 log.exception("inspection of a batch of %d frames failed", len(frames))
                 outgoing = inspector.fail_safe(frames, "inspection_error", repr(exc))
-            # Wait for delivery before take_events acks the batch: a crash can repeat a verdict, never lose one.
-            pending = [await outputs[o.role].send(key=o.key, value=o.value) for o in outgoing]
-            await asyncio.gather(*pending)
+            await deliver(outgoing)
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -54,3 +54,21 @@ def test_missing_and_unknown_fields_are_refused():
     data["colour"] = "red"
     with pytest.raises(SchemaError, match="colour"):
         InspectionResult.from_json(json.dumps(data))
+
+
+@pytest.mark.parametrize("raw", [None, b"[1, 2]", b"42", b'"text"'])
+def test_non_objects_are_schema_errors(raw):
+    with pytest.raises(SchemaError):
+        RejectCommand.from_json(raw)
+
+
+def test_field_types_are_checked():
+    data = json.loads(
+        RejectCommand(part_id="p", line_id="l", gate_id="g", reason="r", capture_ts_ns=1, decided_ts_ns=2).to_json()
+    )
+    data["capture_ts_ns"] = "yesterday"
+    with pytest.raises(SchemaError, match="capture_ts_ns must be int"):
+        RejectCommand.from_json(json.dumps(data))
+    data["capture_ts_ns"] = True
+    with pytest.raises(SchemaError, match="capture_ts_ns"):
+        RejectCommand.from_json(json.dumps(data))

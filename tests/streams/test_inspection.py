@@ -93,3 +93,20 @@ def test_fail_safe_covers_every_frame():
 def test_ok_class_must_exist():
     with pytest.raises(ValueError, match="ok class 'good'"):
         FrameInspector(FixedEngine(), ok_class="good", worker_id="w")
+
+
+def test_an_unexpected_decode_error_costs_only_that_frame(monkeypatch):
+    import streams.inspection as inspection
+
+    real = inspection.decode_image
+
+    def flaky(data, min_side=None):
+        if data == b"boom":
+            raise MemoryError("image too large")
+        return real(data, min_side=min_side)
+
+    monkeypatch.setattr(inspection, "decode_image", flaky)
+    inspector = FrameInspector(FixedEngine(), ok_class="ok", worker_id="w1")
+    out = _by_role(inspector.inspect([_frame("bad", b"boom"), _frame("good", _jpeg(220), offset=1)]))
+    assert DeadLetter.from_json(out[topics.DEAD_LETTERS][0].value).reason == "decode_error"
+    assert [InspectionResult.from_json(o.value).part_id for o in out[topics.RESULTS]] == ["good"]
