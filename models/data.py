@@ -140,20 +140,19 @@ def load_split(path: Path) -> dict[str, list[ImageRecord]]:
 
 
 # jpeg90: X-SDD's JPEGs are quality ~90 (luminance DC quantiser 3), so a q90 round trip gives the PNG-stored
-# images the same compression artifacts as the rest. A PNG round trip would keep the difference intact.
-REENCODINGS = ("none", "png", "jpeg90")
+# images the same compression artifacts as the rest. (A lossless PNG round trip would change nothing.)
+# The worker serves frames as the camera sends them: a model trained with jpeg90 should get JPEG frames.
+REENCODINGS = ("none", "jpeg90")
 
 
 def load_rgb(path: str, reencode: str = "none") -> np.ndarray:
-    """Decode an image file to RGB, optionally first round-tripping it through one codec (``png`` or ``jpeg90``)
-    so the source file format (e.g. X-SDD's PNG-only class) cannot leak the label."""
+    """Decode an image file to RGB, optionally first round-tripping it through JPEG q90 (``jpeg90``) so the
+    source file format (e.g. X-SDD's PNG-only class) cannot leak the label."""
     img = decode_image(Path(path).read_bytes())
     if reencode == "none":
         return img
     bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    if reencode == "png":
-        ok, buf = cv2.imencode(".png", bgr)
-    elif reencode == "jpeg90":
+    if reencode == "jpeg90":
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
     else:
         raise ValueError(f"unknown re-encoding {reencode!r}; use one of {', '.join(REENCODINGS)}")
@@ -162,7 +161,7 @@ def load_rgb(path: str, reencode: str = "none") -> np.ndarray:
     return decode_image(buf.tobytes())
 
 
-def train_transforms(size: int, strength: str = "strong") -> A.Compose:
+def train_transforms(size: int, strength: str = "strong", seed: int = 0) -> A.Compose:
     """Geometric + photometric augmentation for surface images (no fixed orientation, varying light)."""
     ops: list[A.BasicTransform] = [
         A.Resize(size, size, interpolation=cv2.INTER_AREA),
@@ -187,7 +186,8 @@ def train_transforms(size: int, strength: str = "strong") -> A.Compose:
                 p=0.3,
             ),
         ]
-    return A.Compose(ops)
+    # Albumentations keeps its own RNG (not torch's): seed it, or two runs with one --seed differ.
+    return A.Compose(ops, seed=seed)
 
 
 class ImageDataset(Dataset):

@@ -53,10 +53,12 @@ class FocalLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         t = _soft_targets(target, logits.shape[1], self.label_smoothing)
         log_p = F.log_softmax(logits.float(), dim=1)
-        per_class = -t * (1.0 - log_p.exp()).pow(self.gamma) * log_p
+        per_sample = (-t * (1.0 - log_p.exp()).pow(self.gamma) * log_p).sum(dim=1)
         if self.alpha is not None:
-            per_class = per_class * self.alpha
-        return per_class.sum(dim=1).mean()
+            # alpha of each sample's *true* class (mixed for mixup), from the unsmoothed target: weighting the
+            # smoothing mass by the rare classes' large alpha would pull every prediction toward rare classes.
+            per_sample = per_sample * (_soft_targets(target, logits.shape[1], 0.0) * self.alpha).sum(dim=1)
+        return per_sample.mean()
 
 
 class CombinedLoss(nn.Module):

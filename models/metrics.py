@@ -30,7 +30,8 @@ def per_class_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> float:
     cm = confusion_matrix(y_true, y_pred, num_classes)
-    present = cm.sum(axis=1) > 0
+    # Classes that occur as truth or as prediction (a class predicted but absent scores F1 = 0), as sklearn does.
+    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
     return float(per_class_prf(cm)[2][present].mean())
 
 

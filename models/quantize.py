@@ -137,6 +137,8 @@ def _quantize(args: argparse.Namespace, run: Path, tmp: Path) -> dict[str, Any]:
     ignored = None
     if args.fp32_attention:
         names = [op.get_friendly_name() for op in ov_model.get_ordered_ops() if "attention" in op.get_friendly_name()]
+        if not names:
+            raise RuntimeError("--fp32-attention: no attention ops found in the converted model")
         ignored = nncf.IgnoredScope(names=names, validate=False)
     calibration = nncf.Dataset([calib_set[i][0].numpy()[None] for i in range(len(calib_set))])
     quantized = nncf.quantize(
@@ -164,7 +166,7 @@ def _quantize(args: argparse.Namespace, run: Path, tmp: Path) -> dict[str, Any]:
             "fingerprint": calib_fp,
             "split": "train",
             "seed": args.seed,
-            "fp32_attention": args.fp32_attention,
+            "fp32_ops": ignored.names if ignored else [],
             "reencode": reencode,
         },
         accuracy={},

@@ -29,7 +29,7 @@ RECIPE = {
         "--input-size",
         "64",
         "--epochs",
-        "8",
+        "12",
         "--batch-size",
         "32",
         "--lr",
@@ -48,9 +48,14 @@ RECIPE = {
 }
 
 
+_CODE = ("train", "network", "losses", "data", "preprocess", "checkpoint", "synthetic")
+
+
 def ensure_skeleton_model(cache_dir: Path) -> Path:
     """Path to the cached skeleton checkpoint, training it first (about 20 s on 2 cores) if missing."""
-    digest = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:12]
+    # The cache key covers the training code too: a changed train.py / network.py must retrain, not reuse.
+    sources = b"".join((Path(__file__).parent / f"{m}.py").read_bytes() for m in _CODE)
+    digest = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode() + sources).hexdigest()[:12]
     path = Path(cache_dir) / "models" / f"skeleton-{digest}.pt"
     if path.exists():
         return path

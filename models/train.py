@@ -187,7 +187,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         splits["train"],
         class_names,
         args.input_size,
-        augment=ds.train_transforms(args.input_size, args.augment),
+        augment=ds.train_transforms(args.input_size, args.augment, seed=args.seed),
         reencode=args.reencode,
     )
     val_set = ds.ImageDataset(splits["val"], class_names, args.input_size, reencode=args.reencode)
@@ -216,6 +216,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         num_workers=args.workers,
         generator=generator,
         persistent_workers=args.workers > 0,
+        worker_init_fn=_seed_worker,
     )
     scheduler = _schedule(optimizer, args, len(loader))
     # use_buffers=True: BatchNorm running statistics are averaged with the weights; otherwise the EMA model would
@@ -227,7 +228,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     use_amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    start_epoch, best_f1, best_epoch, stale = 0, -1.0, -1, 0
+    start_epoch, best_f1, best_epoch, stale, elapsed_before = 0, -1.0, -1, 0, 0.0
+    if not args.resume:
+        (out / "history.jsonl").unlink(missing_ok=True)
     if args.resume and (out / "last.pt").exists():
         state = torch.load(out / "last.pt", map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -235,6 +238,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None and state.get("ema"):
             ema.load_state_dict(state["ema"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        elapsed_before = state.get("elapsed_s", 0.0)
         start_epoch, best_f1, best_epoch, stale = (
             state["epoch"] + 1,
             state["best_f1"],
@@ -249,8 +255,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         input_size=args.input_size,
         args=_jsonable(args) | {"code_version": code_version(), "dataset_fingerprint": ds.fingerprint(all_records)},
     )
-    started = time.perf_counter()
+    started = time.perf_counter() - elapsed_before
     for epoch in range(start_epoch, args.epochs):
+        # Every random draw of an epoch (shuffle, sampler, dropout, mixup, augmentation) derives from (seed, epoch),
+        # so a resumed run continues exactly as the uninterrupted one would.
+        epoch_seed = args.seed * 100_003 + epoch
+        torch.manual_seed(epoch_seed)
+        generator.manual_seed(epoch_seed)
+        if sampler is not None:
+            sampler.generator.manual_seed(epoch_seed)
+        train_set.augment.set_random_seed(epoch_seed)
         model.train()
         losses = []
         bar = tqdm(
@@ -322,6 +336,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "best_f1": best_f1,
                 "best_epoch": best_epoch,
                 "stale": stale,
+                "scaler": scaler.state_dict(),
+                "elapsed_s": time.perf_counter() - started,
                 "args": _jsonable(args),
             },
             out / "last.pt",
@@ -363,6 +379,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     return metrics
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader workers: distinct, reproducible augmentation streams (forks would share one otherwise)."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None and info.dataset.augment is not None:
+        info.dataset.augment.set_random_seed((torch.initial_seed() + worker_id) % 2**32)
 
 
 def ema_with_warmup(decay: float):

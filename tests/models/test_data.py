@@ -65,14 +65,20 @@ def test_manifest_groups_stay_together(tmp_path):
             assert side.setdefault(r.group, s) == s, f"group {r.group} split across {side[r.group]} and {s}"
 
 
-def test_reencode_removes_format_differences(tmp_path):
-    img = np.random.default_rng(2).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+def test_reencode_gives_png_and_jpeg_sources_the_same_artifacts(tmp_path):
+    img = cv2.GaussianBlur(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8), (0, 0), 2)
     cv2.imwrite(str(tmp_path / "x.png"), img)
-    cv2.imwrite(str(tmp_path / "x.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    cv2.imwrite(str(tmp_path / "x.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    raw_png, raw_jpg = ds.load_rgb(str(tmp_path / "x.png")), ds.load_rgb(str(tmp_path / "x.jpg"))
     png, jpg = ds.load_rgb(str(tmp_path / "x.png"), "jpeg90"), ds.load_rgb(str(tmp_path / "x.jpg"), "jpeg90")
-    assert png.shape == jpg.shape == (16, 16, 3)
+    assert not np.array_equal(png, raw_png)  # the PNG now carries JPEG artifacts too
+
+    def diff(a, b):
+        return np.abs(a.astype(int) - b.astype(int)).mean()
+
+    assert diff(png, jpg) < diff(raw_png, raw_jpg)
     with pytest.raises(ValueError, match="unknown re-encoding"):
-        ds.load_rgb(str(tmp_path / "x.png"), "webp")
+        ds.load_rgb(str(tmp_path / "x.png"), "png")
 
 
 def test_balanced_sampler_evens_out_classes():

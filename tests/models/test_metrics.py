@@ -29,3 +29,8 @@ def test_report_has_rates_only_with_an_ok_class():
     probs = np.eye(3)[[0, 1, 2, 1]]
     assert "detection_rate" in classification_report(probs, [0, 1, 2, 2], ["ok", "a", "b"])
     assert "detection_rate" not in classification_report(probs, [0, 1, 2, 2], ["x", "a", "b"])
+
+
+def test_macro_f1_counts_a_class_that_is_predicted_but_absent():
+    # Class 2 never occurs but is predicted once: its F1 is 0 and it counts, as in sklearn.
+    assert macro_f1([0, 0, 1, 1], [0, 2, 1, 1], 3) == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)

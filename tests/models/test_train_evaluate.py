@@ -91,3 +91,19 @@ def test_evaluate_refuses_a_dataset_without_the_runs_images(dataset, tmp_path):
                 ["--model", str(run), "--data", str(other), "--out", str(tmp_path / "r")]
             )
         )
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(dataset, tmp_path):
+    straight = tmp_path / "straight"
+    train.main(_train_args(dataset, straight, epochs=2))
+    resumed = tmp_path / "resumed"
+    train.main(_train_args(dataset, resumed, epochs=1))
+    train.main(_resume(dataset, resumed))
+
+    def rows(run):
+        return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+
+    a, b = rows(straight), rows(resumed)
+    assert [r["epoch"] for r in b] == [1, 2]
+    for key in ("train_loss", "lr", "val_accuracy"):
+        assert a[1][key] == pytest.approx(b[1][key], rel=1e-4), key
