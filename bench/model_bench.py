@@ -218,8 +218,7 @@ def reduced_decode_effect(engine: Any, data: Path, run: Path, scale: int = 5) ->
     from models import data as ds
 
     split = ds.load_split(run / "split.json")["test"]
-    available = {r.md5: r for r in ds.discover(data)}
-    records = [available[r.md5] for r in split if r.md5 in available]
+    records = ds.locate(split, data)
     labels = [engine.class_names.index(r.label) for r in records]
     full, fast = [], []
     for rec in records:

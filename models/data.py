@@ -27,6 +27,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
 
 
+class DatasetError(ValueError):
+    """The data on disk does not match what a run recorded (missing images, conflicting labels)."""
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     path: str
@@ -85,7 +89,7 @@ def dedupe(records: Sequence[ImageRecord]) -> tuple[list[ImageRecord], list[Imag
             kept[rec.md5] = rec
             continue
         if first.label != rec.label:
-            raise ValueError(
+            raise DatasetError(
                 f"identical images with different labels: {first.path} ({first.label}), {rec.path} ({rec.label})"
             )
         dropped.append(rec)
@@ -120,6 +124,18 @@ def stratified_split(
             out[split].extend(groups[i])
             count += len(groups[i])
     return out
+
+
+def locate(records: Sequence[ImageRecord], root: Path) -> list[ImageRecord]:
+    """The given records (e.g. a run's split) as files under ``root``, matched by content hash, so a split still
+    resolves after the dataset folder moved. Raises ValueError naming how many are missing."""
+    available = {r.md5: r for r in dedupe(discover(root))[0]}
+    missing = [r for r in records if r.md5 not in available]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} of {len(records)} images of the run are not in {root} (e.g. {missing[0].path})"
+        )
+    return [ImageRecord(available[r.md5].path, r.label, r.md5, r.group) for r in records]
 
 
 def fingerprint(records: Sequence[ImageRecord]) -> str:

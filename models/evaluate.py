@@ -50,14 +50,7 @@ def _records(args: argparse.Namespace, run_dir: Path | None) -> list[ds.ImageRec
         raise FileNotFoundError(
             f"--split {args.split} needs a run directory with split.json; use --split all for a plain checkpoint"
         )
-    wanted = ds.load_split(run_dir / "split.json")[args.split]
-    by_hash = {r.md5: r for r in available}
-    missing = [r.path for r in wanted if r.md5 not in by_hash]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} of {len(wanted)} {args.split} images of the run are not in {args.data} (e.g. {missing[0]})"
-        )
-    return [ds.ImageRecord(by_hash[r.md5].path, r.label, r.md5, r.group) for r in wanted]
+    return ds.locate(ds.load_split(run_dir / "split.json")[args.split], args.data)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:

@@ -66,14 +66,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _find(records: list[ds.ImageRecord], root: Path) -> list[ds.ImageRecord]:
-    available = {r.md5: r for r in ds.dedupe(ds.discover(root))[0]}
-    missing = [r for r in records if r.md5 not in available]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} of the run's images are not under {root} (e.g. {missing[0].path})")
-    return [ds.ImageRecord(available[r.md5].path, r.label, r.md5, r.group) for r in records]
-
-
 def _stratified_subset(records: list[ds.ImageRecord], size: int, seed: int) -> list[ds.ImageRecord]:
     rng = np.random.default_rng(seed)
     by_label: dict[str, list[ds.ImageRecord]] = {}
@@ -116,8 +108,8 @@ def _quantize(args: argparse.Namespace, run: Path, tmp: Path) -> dict[str, Any]:
     model, meta = load_checkpoint(checkpoint)
     splits = ds.load_split(run / "split.json")
     reencode = meta.args.get("reencode", "none")
-    calib_records = _stratified_subset(_find(splits["train"], args.calib), args.calib_size, args.seed)
-    eval_records = _find(splits[args.eval_split], args.data or args.calib)
+    calib_records = _stratified_subset(ds.locate(splits["train"], args.calib), args.calib_size, args.seed)
+    eval_records = ds.locate(splits[args.eval_split], args.data or args.calib)
     calib_set = ds.ImageDataset(
         calib_records, meta.class_names, meta.input_size, reencode=reencode, mean=meta.mean, std=meta.std
     )

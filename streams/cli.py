@@ -117,6 +117,7 @@ def _run_model_command(name: str, argv: list[str]) -> int:
     import importlib
 
     from models.checkpoint import CheckpointError
+    from models.data import DatasetError
     from models.engines.base import EngineError
     from models.quantize import QuantizationRefused
 
@@ -128,7 +129,7 @@ def _run_model_command(name: str, argv: list[str]) -> int:
     parser.prog = f"defectstream {name}"
     try:
         module.main(parser.parse_args(argv))
-    except (QuantizationRefused, EngineError, CheckpointError, FileNotFoundError, FileExistsError) as exc:
+    except (QuantizationRefused, EngineError, CheckpointError, DatasetError, FileNotFoundError, FileExistsError) as exc:
         print(f"defectstream {name}: error: {exc}", file=sys.stderr)
         return 1
     return 0

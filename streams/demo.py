@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -20,7 +19,7 @@ from schemas.records import InspectionResult
 from streams.camera import CameraGateway
 from streams.gate import RejectGate
 from streams.kafka import topics
-from streams.kafka.broker import kafka_cluster
+from streams.kafka.broker import free_port, kafka_cluster
 from streams.kafka.reader import TopicReader
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
@@ -28,12 +27,6 @@ from streams.sources import synthetic_frames
 from streams.worker.process import WorkerProcess
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -84,7 +84,8 @@ def fetch_jars(settings: Settings) -> Path:
     return libs
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -215,10 +216,10 @@ class LocalKafka:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="kafka-", dir=self.run_dir))
         data = work / "data"
-        port = _free_port()
-        controller_port = _free_port()
+        port = free_port()
+        controller_port = free_port()
         while controller_port == port:
-            controller_port = _free_port()
+            controller_port = free_port()
         config_file = work / "server.properties"
         config_file.write_text(_server_properties(data, port, controller_port))
         log_file = work / "broker.log"

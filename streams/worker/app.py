@@ -150,7 +150,6 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
         assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment())
         return web.json({"ready": bool(assigned), "assigned": assigned}, status=200 if assigned else 503)
 
-    app.inspector = inspector  # type: ignore[attr-defined]
     return app
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -17,6 +16,7 @@ from streams.camera import CameraGateway
 from streams.gate import RejectGate
 from streams.inspection import UNREADABLE_FRAME
 from streams.kafka import topics
+from streams.kafka.broker import free_port
 from streams.kafka.config import producer_config
 from streams.kafka.reader import TopicReader
 from streams.sources import synthetic_frames
@@ -26,12 +26,6 @@ pytestmark = pytest.mark.integration
 
 VALID_FRAMES = 200
 SKELETON_CLASSES = tuple(RECIPE["classes"])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _send_invalid_frames(settings) -> dict[str, str]:
@@ -57,7 +51,7 @@ def _send_invalid_frames(settings) -> dict[str, str]:
 
 
 def test_every_frame_gets_exactly_one_verdict_and_rejects_match(kafka_settings, skeleton_model, tmp_path):
-    settings = kafka_settings.replace(model_path=skeleton_model, web_port=_free_port(), max_batch=8)
+    settings = kafka_settings.replace(model_path=skeleton_model, web_port=free_port(), max_batch=8)
     gate = RejectGate(settings)
     gate_commands: list[RejectCommand] = []
     stop = threading.Event()
