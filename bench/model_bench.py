@@ -1,7 +1,10 @@
 """Model benchmark: engines x batch sizes -> p50/p99 latency and images/s, plus decode+preprocess cost, in one run.
 
-    python bench/model_bench.py --artifact ARTIFACT [--data DATASET_DIR --run RUN_DIR] [--threads 2]
+    python bench/model_bench.py --model ARTIFACT [--data DATASET_DIR --run RUN_DIR] [--threads 2]
     defectstream bench-model ...   (same arguments)
+
+``--model`` is an INT8 artifact (every engine) or a checkpoint file (torch engines only, e.g. on a GPU machine
+without OpenVINO). The ``*-cuda`` engines run where CUDA exists and are listed as skipped elsewhere.
 
 Prints a table and writes JSON (machine, versions, every number) to --out. Ratios are computed inside one run,
 because the machines this runs on are shared and noisy.
@@ -10,6 +13,7 @@ because the machines this runs on are shared and noisy.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -25,26 +29,42 @@ import numpy as np
 import torch
 
 from models import synthetic
-from models.engines import load_engine
+from models.engines import cuda_status, load_engine
 from models.engines.artifact import CHECKPOINT_FILE, read_meta
 from models.preprocess import decode_image, preprocess_batch
 
+# CPU engines only: the INT8 targets compare CPU engines on the same cores.
 TRUE_FP32 = {"torch-fp32", "openvino-fp32", "onnxruntime-fp32"}
 INT8 = {"openvino-int8", "onnxruntime-int8"}
 DEFAULT_ENGINE = "openvino-int8"
+CUDA_ENGINES = ("torch-fp32-cuda", "torch-fp16-cuda", "torch-bf16-cuda")
+ALL_ENGINES = (
+    "torch-fp32",
+    "torch-bf16",
+    "openvino-fp32",
+    "onnxruntime-fp32",
+    "openvino-int8",
+    "onnxruntime-int8",
+    *CUDA_ENGINES,
+)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Benchmark inference engines and preprocessing", add_help=add_help)
-    p.add_argument("--artifact", required=True, type=Path, help="INT8 artifact from `defectstream quantize`")
+    p.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        help="INT8 artifact from `defectstream quantize`, or a checkpoint file (then torch engines only)",
+    )
     p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated batch sizes (default: 1,8,32)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="inference threads (default: all cores)")
     p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per engine and batch size (default: 4)")
     p.add_argument("--min-iters", type=int, default=15, help="at least this many timed batches (default: 15)")
     p.add_argument(
         "--engines",
-        default="torch-fp32,torch-bf16,openvino-fp32,onnxruntime-fp32,openvino-int8,onnxruntime-int8",
-        help="engines to run (default: all)",
+        default=",".join(ALL_ENGINES),
+        help="engines to run (default: all; *-cuda only where CUDA exists)",
     )
     p.add_argument("--compile", action="store_true", help="also torch.compile BF16 (10-16 s cold start per shape)")
     p.add_argument("--data", type=Path, default=None, help="dataset folder for the reduced-decode accuracy check")
@@ -81,6 +101,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "threads": threads,
         "versions": versions,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda_runtime": torch.version.cuda,
     }
 
 
@@ -241,10 +262,30 @@ def reduced_decode_effect(engine: Any, data: Path, run: Path, scale: int = 5) ->
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    meta = read_meta(args.artifact)
+    is_artifact = args.model.is_dir()
+    if is_artifact:
+        meta = read_meta(args.model)
+        checkpoint = args.model / CHECKPOINT_FILE
+    else:
+        from models.checkpoint import load_checkpoint
+
+        checkpoint = args.model
+        meta = load_checkpoint(checkpoint)[1]
     size = meta.input_size
-    checkpoint = args.artifact / CHECKPOINT_FILE
     wanted = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = set(wanted) - set(ALL_ENGINES)
+    if unknown:
+        raise SystemExit(f"unknown engines {sorted(unknown)}; choose from {', '.join(ALL_ENGINES)}")
+    skipped: dict[str, str] = {}
+    cuda_ok, cuda_why = cuda_status()
+    for name in wanted:
+        if name.endswith("-cuda") and not cuda_ok:
+            skipped[name] = cuda_why
+        elif name == DEFAULT_ENGINE and not is_artifact:
+            skipped[name] = "needs an artifact from `defectstream quantize`, not a checkpoint"
+        elif name.split("-")[0] in ("openvino", "onnxruntime") and importlib.util.find_spec(name.split("-")[0]) is None:
+            skipped[name] = f"{name.split('-')[0]} is not installed"
+    wanted = [w for w in wanted if w not in skipped]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     rng = np.random.default_rng(0)
     calib = np.stack(
@@ -255,10 +296,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     engines: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-    if "torch-fp32" in wanted:
-        engines["torch-fp32"] = load_engine(args.artifact, kind="torch-fp32", device="cpu").predict
-    if "torch-bf16" in wanted:
-        engines["torch-bf16"] = load_engine(args.artifact, kind="torch-bf16", device="cpu").predict
+    for name in ("torch-fp32", "torch-bf16"):
+        if name in wanted:
+            engines[name] = load_engine(checkpoint, kind=name, device="cpu").predict
     if args.compile:
         from models.engines.torch_engine import TorchEngine
 
@@ -269,9 +309,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for name, fn in _onnx_sessions(checkpoint, size, args.threads, calib).items():
             if name in wanted:
                 engines[name] = fn
-    default_engine = load_engine(args.artifact, kind=DEFAULT_ENGINE, threads=args.threads)
-    if DEFAULT_ENGINE in wanted:
+    default_engine = (
+        load_engine(args.model, kind=DEFAULT_ENGINE, threads=args.threads) if DEFAULT_ENGINE in wanted else None
+    )
+    if default_engine is not None:
         engines[DEFAULT_ENGINE] = default_engine.predict
+    for name in CUDA_ENGINES:
+        if name in wanted:
+            # Includes the host->device copy and the probabilities coming back: what the worker pays per batch.
+            engines[name] = load_engine(checkpoint, kind=name.removesuffix("-cuda"), device="cuda").predict
 
     rows = []
     for bs in batch_sizes:
@@ -305,14 +351,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         ratios["default_int8_bs1_over_fastest_int8"] = row(DEFAULT_ENGINE, 1)["p50_ms"] / best["p50_ms"]
 
     decode = decode_costs(size)
-    effect = reduced_decode_effect(default_engine, args.data, args.run) if args.data and args.run else None
+    effect = (
+        reduced_decode_effect(default_engine, args.data, args.run)
+        if default_engine is not None and args.data and args.run
+        else None
+    )
     result = {
         "machine": machine_info(args.threads),
-        "artifact": str(args.artifact),
+        "model": str(args.model),
         "model_version": meta.version,
         "backbone": meta.backbone,
         "input_size": size,
         "rows": rows,
+        "skipped": skipped,
         "ratios": ratios,
         "decode": decode,
         "reduced_decode_effect": effect,
@@ -328,8 +379,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     m = result["machine"]
+    gpu = f", GPU {m['cuda']} (CUDA {m['cuda_runtime']})" if m["cuda"] else ""
     print(
-        f"\n{m['cpu']}, {m['threads']} threads; {result['backbone']} + attention, {result['input_size']}px; "
+        f"\n{m['cpu']}, {m['threads']} threads{gpu}; {result['backbone']} + attention, {result['input_size']}px; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     )
     batch_sizes = sorted({r["batch"] for r in result["rows"]})
@@ -343,6 +395,8 @@ def print_table(result: dict[str, Any]) -> None:
             r = next(r for r in result["rows"] if r["engine"] == name and r["batch"] == b)
             cells.append(f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ({r['images_per_s']:.0f})")
         print(f"| {name} | " + " | ".join(cells) + " |")
+    for name, why in result["skipped"].items():
+        print(f"skipped {name}: {why}")
     print("\nratios:", json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result["ratios"].items()}))
     print("\n| frame | JPEG KB | reduced decode | decode+preprocess p50 ms (1 core) | p99 ms |")
     print("|---|---|---|---|---|")

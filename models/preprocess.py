@@ -61,6 +61,17 @@ def decode_image(data: bytes, min_side: int | None = None) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def decode_raw(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    """Raw uint8 pixels (H, W, C) with C = 1 (gray) or 3 (BGR), as cameras without an encoder send them -> RGB."""
+    h, w, c = shape
+    if c not in (1, 3) or h <= 0 or w <= 0:
+        raise UndecodableImage(f"raw shape {h}x{w}x{c} is not HxWx1 or HxWx3")
+    if len(data) != h * w * c:
+        raise UndecodableImage(f"raw frame has {len(data)} bytes, shape {h}x{w}x{c} needs {h * w * c}")
+    img = np.frombuffer(data, dtype=np.uint8).reshape(h, w, c)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if c == 1 else cv2.COLOR_BGR2RGB)
+
+
 def preprocess_batch(
     images: Sequence[np.ndarray],
     input_size: int,

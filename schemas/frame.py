@@ -1,16 +1,20 @@
-"""The frame contract: the Kafka value is the encoded image (JPEG/PNG bytes); metadata travels in headers.
+"""The frame contract: the Kafka value is the image; metadata travels in headers (``schemas/json/frame_headers``).
 
 Headers are UTF-8 strings so that any gateway (or ``kcat -H part_id=...``) can write them:
 
-=================  ========  ===============================================
-header             required  meaning
-=================  ========  ===============================================
-``part_id``        yes       unique id of the inspected part (also the key)
-``line_id``        yes       production line; selects the reject gate
-``camera_id``      yes       camera that took the frame
-``capture_ts_ns``  yes       capture time, integer ns since the Unix epoch (UTC)
-``content_type``   no        ``image/jpeg`` (default) or ``image/png``
-=================  ========  ===============================================
+=======================  ========  ===============================================================
+header                   required  meaning
+=======================  ========  ===============================================================
+``part_id``              yes       unique id of the inspected part (also the message key)
+``line_id``              yes       production line; selects the reject gate ([A-Za-z0-9._-])
+``camera_id``            yes       camera that took the frame
+``capture_ts_ns``        yes       capture time, integer ns since the Unix epoch (UTC)
+``content_type``         no        ``image/jpeg`` (default), ``image/png`` or ``image/x-raw``
+``raw_shape``            raw only  ``HxWxC`` of an ``image/x-raw`` value: uint8, C = 1 (gray) or 3 (BGR)
+``station``              no        inspection station on the line
+``trace_id``             no        carried into every record of this frame
+``gate_deadline_ts_ns``  no        latest useful arrival at the gate; default capture + line travel time
+=======================  ========  ===============================================================
 """
 
 from __future__ import annotations
@@ -18,14 +22,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from schemas import contracts
+
 PART_ID = "part_id"
 LINE_ID = "line_id"
 CAMERA_ID = "camera_id"
 CAPTURE_TS_NS = "capture_ts_ns"
 CONTENT_TYPE = "content_type"
+RAW_SHAPE = "raw_shape"
+STATION = "station"
+TRACE_ID = "trace_id"
+GATE_DEADLINE_TS_NS = "gate_deadline_ts_ns"
 
 REQUIRED_HEADERS = (PART_ID, LINE_ID, CAMERA_ID, CAPTURE_TS_NS)
-CONTENT_TYPES = ("image/jpeg", "image/png")
+RAW = "image/x-raw"
 
 
 class InvalidFrame(ValueError):
@@ -44,15 +54,27 @@ class FrameMeta:
     camera_id: str
     capture_ts_ns: int
     content_type: str = "image/jpeg"
+    raw_shape: tuple[int, int, int] | None = None
+    station: str | None = None
+    trace_id: str | None = None
+    gate_deadline_ts_ns: int | None = None
 
     def to_headers(self) -> list[tuple[str, bytes]]:
-        return [
-            (PART_ID, self.part_id.encode()),
-            (LINE_ID, self.line_id.encode()),
-            (CAMERA_ID, self.camera_id.encode()),
-            (CAPTURE_TS_NS, str(self.capture_ts_ns).encode()),
-            (CONTENT_TYPE, self.content_type.encode()),
+        pairs = [
+            (PART_ID, self.part_id),
+            (LINE_ID, self.line_id),
+            (CAMERA_ID, self.camera_id),
+            (CAPTURE_TS_NS, str(self.capture_ts_ns)),
+            (CONTENT_TYPE, self.content_type),
         ]
+        if self.raw_shape is not None:
+            pairs.append((RAW_SHAPE, "x".join(str(n) for n in self.raw_shape)))
+        for name, value in ((STATION, self.station), (TRACE_ID, self.trace_id)):
+            if value is not None:
+                pairs.append((name, value))
+        if self.gate_deadline_ts_ns is not None:
+            pairs.append((GATE_DEADLINE_TS_NS, str(self.gate_deadline_ts_ns)))
+        return [(k, v.encode()) for k, v in pairs]
 
 
 def headers_to_dict(headers: Iterable[tuple[str, bytes | None]] | dict | None) -> dict[str, str]:
@@ -72,23 +94,26 @@ def headers_to_dict(headers: Iterable[tuple[str, bytes | None]] | dict | None) -
 
 
 def parse_frame_headers(headers: dict[str, str]) -> FrameMeta:
+    """Validate against ``frame_headers.schema.json``; ``InvalidFrame('missing_headers' | 'bad_header')``."""
     missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
     if missing:
         raise InvalidFrame("missing_headers", f"missing required header(s): {', '.join(missing)}")
-    try:
-        capture_ts_ns = int(headers[CAPTURE_TS_NS])
-    except ValueError:
-        raise InvalidFrame(
-            "bad_header",
-            f"{CAPTURE_TS_NS} must be an integer (ns since epoch), got {headers[CAPTURE_TS_NS]!r}",
-        ) from None
-    content_type = headers.get(CONTENT_TYPE) or "image/jpeg"
-    if content_type not in CONTENT_TYPES:
-        raise InvalidFrame("bad_header", f"{CONTENT_TYPE} {content_type!r} not one of {', '.join(CONTENT_TYPES)}")
+    problems = contracts.errors("frame_headers", headers)
+    if problems:
+        raise InvalidFrame("bad_header", "; ".join(problems))
+    raw_shape = None
+    if RAW_SHAPE in headers:
+        h, w, c = (int(n) for n in headers[RAW_SHAPE].split("x"))
+        raw_shape = (h, w, c)
+    deadline = headers.get(GATE_DEADLINE_TS_NS)
     return FrameMeta(
         part_id=headers[PART_ID],
         line_id=headers[LINE_ID],
         camera_id=headers[CAMERA_ID],
-        capture_ts_ns=capture_ts_ns,
-        content_type=content_type,
+        capture_ts_ns=int(headers[CAPTURE_TS_NS]),
+        content_type=headers.get(CONTENT_TYPE) or "image/jpeg",
+        raw_shape=raw_shape,
+        station=headers.get(STATION),
+        trace_id=headers.get(TRACE_ID),
+        gate_deadline_ts_ns=int(deadline) if deadline else None,
     )

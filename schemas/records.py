@@ -1,17 +1,21 @@
-"""Records the worker writes: one InspectionResult per frame, RejectCommands for gates, DeadLetters.
+"""Records on the result topics, JSON on the wire, each validated against its schema in ``schemas/json/``.
 
-JSON on the wire, ``schema_version`` in every record so readers can refuse what they do not understand.
+Every record carries ``kind`` and ``schema_version`` so a reader can refuse what it does not understand:
+:meth:`Record.from_json` raises :class:`SchemaError` (and nothing else) for any message that breaks the contract.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from dataclasses import asdict, dataclass, field, fields
-from typing import ClassVar, TypeVar
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, TypeVar
 
-from schemas import SCHEMA_VERSION
+from schemas import SCHEMA_VERSION, contracts
 
 R = TypeVar("R", bound="Record")
+
+DECISIONS = ("pass", "reject", "review")
 
 
 class SchemaError(ValueError):
@@ -23,40 +27,33 @@ class Record:
     kind: ClassVar[str] = "record"
     schema_version: int = SCHEMA_VERSION
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
     def to_json(self) -> bytes:
-        return json.dumps({"kind": self.kind, **asdict(self)}, separators=(",", ":")).encode()
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls: type[R], raw: bytes | str | None) -> R:
-        """Parse and validate; every way a record can be wrong raises :class:`SchemaError`, nothing else."""
+        """Parse and validate against ``schemas/json/<kind>.schema.json``."""
         if raw is None:
             raise SchemaError(f"{cls.kind}: empty message (tombstone)")
         try:
             data = json.loads(raw)
         except (ValueError, TypeError) as exc:
             raise SchemaError(f"{cls.kind}: not JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise SchemaError(f"{cls.kind}: expected a JSON object, got {type(data).__name__}")
-        if data.pop("kind", cls.kind) != cls.kind:
-            raise SchemaError(f"expected a {cls.kind} record")
-        if data.get("schema_version") != SCHEMA_VERSION:
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls: type[R], data: Any) -> R:
+        if isinstance(data, dict) and data.get("kind", cls.kind) != cls.kind:
+            raise SchemaError(f"expected a {cls.kind} record, got kind {data.get('kind')!r}")
+        if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
             raise SchemaError(f"{cls.kind}: unsupported schema_version {data.get('schema_version')!r}")
-        types = {f.name: f.type for f in fields(cls)}
-        unknown = data.keys() - types.keys()
-        if unknown:
-            raise SchemaError(f"{cls.kind}: unknown field(s) {sorted(unknown)}")
-        for name, value in data.items():
-            expected = _JSON_TYPES[str(types[name]).split("[")[0]]
-            if isinstance(value, bool) or not isinstance(value, expected):
-                raise SchemaError(f"{cls.kind}: field {name} must be {types[name]}, got {value!r}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise SchemaError(f"{cls.kind}: {exc}") from None
-
-
-# Field annotation -> accepted JSON value types (booleans are refused for numbers: JSON true is not 1).
-_JSON_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "dict": (dict,)}
+        problems = contracts.errors(cls.kind, data)
+        if problems:
+            raise SchemaError(f"{cls.kind}: " + "; ".join(problems))
+        return cls(**{k: v for k, v in data.items() if k != "kind"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,14 +62,21 @@ class InspectionResult(Record):
     part_id: str
     line_id: str
     camera_id: str
+    station: str | None = None
+    trace_id: str | None = None
     capture_ts_ns: int
+    deadline_ts_ns: int
+    model_name: str
     model_version: str
     label: str
     confidence: float
-    decision: str  # "pass" or "reject"
+    top_k: list[dict[str, Any]]
+    decision: str
+    late: bool
+    timings_ms: dict[str, float]
+    batch_size: int
     worker_id: str
     decided_ts_ns: int
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,9 +85,15 @@ class RejectCommand(Record):
     part_id: str
     line_id: str
     gate_id: str
-    reason: str  # the defect class, or "unreadable_frame"
+    action: str  # "reject" | "review"
+    reason: str  # "defect" | "low_confidence" | "unreadable_frame"
+    label: str | None
+    late: bool
     capture_ts_ns: int
     decided_ts_ns: int
+    deadline_ts_ns: int
+    model_version: str | None = None
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +104,55 @@ class DeadLetter(Record):
     headers: dict[str, str]
     payload_bytes: int
     payload_sha256: str
+    payload_b64: str | None
     source_topic: str
     source_partition: int
     source_offset: int
     worker_id: str
+    received_ts_ns: int
+
+    def payload(self) -> bytes | None:
+        return None if self.payload_b64 is None else base64.b64decode(self.payload_b64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineStats(Record):
+    kind: ClassVar[str] = "line_stats"
+    line_id: str
+    window_s: float
+    window_start_ts_ns: int
+    window_end_ts_ns: int
+    frames: int
+    by_decision: dict[str, int] = field(default_factory=dict)
+    by_class: dict[str, int] = field(default_factory=dict)
+    unreadable: int = 0
+    late: int = 0
+    defect_rate: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainingSample(Record):
+    kind: ClassVar[str] = "retraining_sample"
+    part_id: str
+    line_id: str
+    camera_id: str
+    capture_ts_ns: int
+    content_type: str
+    raw_shape: str | None = None
+    image_b64: str
+    model_version: str
+    label: str
+    confidence: float
+    top_k: list[dict[str, Any]]
+    decision: str
+    selected_because: list[str]
+
+    def image(self) -> bytes:
+        return base64.b64decode(self.image_b64)
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    cls.kind: cls for cls in (InspectionResult, RejectCommand, DeadLetter, LineStats, RetrainingSample)
+}

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
+    gate.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (default: off)"
+    )
 
     for name, (_, text) in MODEL_COMMANDS.items():
         sub.add_parser(name, help=f"{text} (see `defectstream {name} --help`)", add_help=False)
@@ -175,15 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "topics":
-        from streams.kafka.topics import TOPICS, create_topics
+        from streams.kafka.topics import create_topics, declared_topics
 
         settings = _with_cluster(_settings(args, *kafka))
         if args.action == "create":
             for name, outcome in create_topics(settings).items():
                 print(f"{outcome:8s} {name}")
         else:
-            for spec in TOPICS:
-                print(f"{settings.topic(spec.role):45s} partitions={spec.partitions:<3d} {spec.purpose}")
+            for name, spec in declared_topics(settings):
+                print(f"{name:45s} partitions={spec.partitions:<3d} {spec.purpose}")
         return 0
 
     if args.command == "worker":
@@ -214,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = _with_cluster(_settings(args, *kafka, "line_id"))
         gate = RejectGate(settings)
+        if args.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.metrics_port, registry=gate.metrics.registry)
         stop = threading.Event()
         if args.duration:
             timer = threading.Timer(args.duration, stop.set)
@@ -224,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             stop.set()
             stats = gate.stats
-        print(f"line {gate.line_id}: {stats.commands} reject commands")
+        print(
+            f"line {gate.line_id}: {stats.actuated} actuated {stats.by_action}, {stats.missed} missed deadlines, "
+            f"{stats.stale} stale, {stats.unreadable} unreadable"
+        )
         return 0
 
     if args.command == "demo":

@@ -38,6 +38,8 @@ class DemoSummary:
     gate_commands: int = 0
     dead_letters: int = 0
     by_label: collections.Counter = field(default_factory=collections.Counter)
+    by_decision: collections.Counter = field(default_factory=collections.Counter)
+    gate_missed: int = 0
     correct: int = 0
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -57,7 +59,9 @@ def _count_results(settings: Settings, summary: DemoSummary, truth: dict[str, st
                 result = InspectionResult.from_json(rec.value)
                 summary.classified += 1
                 summary.by_label[result.label] += 1
-                summary.rejected_verdicts += result.decision == "reject"
+                summary.by_decision[result.decision] += 1
+                # Reject and review both divert the part at the gate (to the bin or to manual inspection).
+                summary.rejected_verdicts += result.decision != "pass"
                 summary.correct += truth.get(result.part_id) == result.label
                 summary.latencies_ms.append(result.timings_ms["total_since_capture"])
     finally:
@@ -92,7 +96,7 @@ def run_demo(settings: Settings, *, frames: int = 200, fps: float = 20.0, timeou
             camera = CameraGateway(s)
             gate = RejectGate(s)
             worker.wait_ready()
-            print(f"[demo] worker ready: {worker.url}/healthz")
+            print(f"[demo] worker ready: {worker.url}/healthz, metrics at {worker.url}/metrics")
             threads = [
                 threading.Thread(target=gate.run, args=(stop, lambda c: None), daemon=True),
                 threading.Thread(target=_count_results, args=(s, summary, camera.stats.part_labels, stop), daemon=True),
@@ -114,7 +118,7 @@ def run_demo(settings: Settings, *, frames: int = 200, fps: float = 20.0, timeou
                 summary.gate_commands = gate.stats.commands
                 print(
                     f"[demo] sent {summary.sent:4d}  classified {summary.classified:4d}  "
-                    f"rejected {summary.rejected_verdicts:4d}  gate actuations {summary.gate_commands:4d}  "
+                    f"diverted {summary.rejected_verdicts:4d}  gate commands {summary.gate_commands:4d}  "
                     f"capture->verdict p50 {summary.latency_ms(0.5):6.1f} ms p99 {summary.latency_ms(0.99):6.1f} ms"
                 )
                 if worker.returncode is not None:
@@ -128,6 +132,7 @@ def run_demo(settings: Settings, *, frames: int = 200, fps: float = 20.0, timeou
             sender.join()
             summary.sent, summary.delivered = camera.stats.sent, camera.stats.delivered
             summary.gate_commands = gate.stats.commands
+            summary.gate_missed = gate.stats.missed
             del camera  # close the producer while the broker is still up (no reconnect noise on shutdown)
             dlq = TopicReader(s, s.topic(topics.DEAD_LETTERS))
             summary.dead_letters = len(dlq.read_until(lambda r: False, timeout_s=1.0))
@@ -145,7 +150,11 @@ def print_summary(summary: DemoSummary) -> None:
     print("[demo] ---- summary ----")
     print(f"[demo] frames sent       {summary.sent} (delivered {summary.delivered})")
     print(f"[demo] frames classified {summary.classified}")
-    print(f"[demo] rejected          {summary.rejected_verdicts} verdicts, {summary.gate_commands} gate actuations")
+    print(f"[demo] decisions         {dict(sorted(summary.by_decision.items()))}")
+    print(
+        f"[demo] gate              {summary.gate_commands} commands for {summary.rejected_verdicts} reject/review "
+        f"verdicts, {summary.gate_missed} missed their deadline"
+    )
     print(f"[demo] dead letters      {summary.dead_letters}")
     print(f"[demo] verdicts by class {dict(sorted(summary.by_label.items()))}")
     if summary.classified:

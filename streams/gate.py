@@ -1,8 +1,15 @@
-"""Reject gate: consumes reject commands for one line (confluent-kafka) and reports each actuation.
+"""Reject gate: consumes reject commands for one line (confluent-kafka), checks each against its deadline, and
+reports actuations and misses.
 
-A PLC bridge embeds :class:`RejectGate`: call :meth:`poll` in the control loop, actuate, then
-:meth:`acknowledge` what was actuated. Offsets are committed only for acknowledged commands, so a bridge that
-crashes mid-actuation gets the unacknowledged commands again instead of losing them.
+A PLC bridge embeds :class:`RejectGate`: call :meth:`poll` in the control loop, actuate what it returns, then
+:meth:`acknowledge` it. Offsets are committed only for acknowledged commands, so a bridge that crashes
+mid-actuation gets the unacknowledged commands again instead of losing them.
+
+A command that arrives after its deadline (or that the worker already flagged ``late``) is a **miss**: its part
+may be past the gate, and actuating now could hit the part behind it. Misses are never dropped silently: they go
+to ``on_missed`` (default: an error log), are counted, and the bridge decides (stop the line, divert downstream).
+Commands older than ``gate_stale_after_s`` are replays of a backlog (e.g. a gate restarting after downtime):
+counted and logged, not actuated, not handed to ``on_missed``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, Message
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from schemas.records import RejectCommand, SchemaError
 from streams.kafka import topics
@@ -25,15 +33,48 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GateStats:
-    commands: int = 0
+    actuated: int = 0  # on time, handed to the bridge
+    missed: int = 0  # arrived after the deadline or decided late
     stale: int = 0
     other_lines: int = 0
     unreadable: int = 0
-    latencies_ms: list[float] = field(default_factory=list)  # capture -> arrival at the gate
+    by_action: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)  # capture -> arrival at the gate, every command
+    margins_ms: list[float] = field(default_factory=list)  # deadline - arrival (negative = missed)
+
+    @property
+    def commands(self) -> int:
+        return self.actuated + self.missed
+
+
+class GateMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.commands = Counter(
+            "defectstream_gate_commands_total",
+            "Reject commands seen by the gate, by line, action and outcome (actuated, missed, stale, unreadable)",
+            ["line", "action", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "defectstream_gate_capture_to_gate_seconds",
+            "Capture until the reject command reached the gate",
+            ["line"],
+            buckets=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0),
+            registry=self.registry,
+        )
 
 
 class RejectGate:
-    def __init__(self, settings: Settings, *, line_id: str | None = None, group_id: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        line_id: str | None = None,
+        group_id: str | None = None,
+        on_missed: Callable[[RejectCommand, float], None] | None = None,
+        metrics: GateMetrics | None = None,
+    ):
         self.line_id = line_id or settings.line_id
         self.stale_after_ns = int(settings.gate_stale_after_s * 1e9)
         group = group_id or f"{settings.app_id}-gate-{self.line_id}"
@@ -41,20 +82,24 @@ class RejectGate:
         self.consumer = Consumer(consumer_config(settings, group, **{"enable.auto.offset.store": False}))
         self.consumer.subscribe([settings.topic(topics.REJECT_COMMANDS)])
         self.stats = GateStats()
+        self.metrics = metrics or GateMetrics()
+        self.on_missed = on_missed or _log_miss
         self._messages: dict[int, Message] = {}
 
     def poll(self, timeout_s: float = 0.1) -> list[RejectCommand]:
-        """This line's actionable reject commands that arrived within ``timeout_s``."""
+        """This line's reject commands that arrived in time, within ``timeout_s``; misses go to ``on_missed``."""
         out = []
         for msg in self.consumer.consume(num_messages=100, timeout=timeout_s):
             if msg.error():
                 log.error("reject-command consumer error: %s", msg.error())
                 continue
+            arrival_ns = time.time_ns()
             try:
                 cmd = RejectCommand.from_json(msg.value())
             except SchemaError as exc:
                 # A gate cannot act on what it cannot read; say so loudly rather than skip silently.
                 self.stats.unreadable += 1
+                self.metrics.commands.labels(self.line_id, "unknown", "unreadable").inc()
                 log.error("unreadable reject command at offset %d: %s", msg.offset(), exc)
                 self.consumer.store_offsets(msg)
                 continue
@@ -62,18 +107,31 @@ class RejectGate:
                 self.stats.other_lines += 1
                 self.consumer.store_offsets(msg)
                 continue
-            age_ns = time.time_ns() - cmd.capture_ts_ns
+            age_ns = arrival_ns - cmd.capture_ts_ns
             if age_ns > self.stale_after_ns:
-                # The part left the gate long ago (e.g. a gate restarting after downtime replays its backlog):
-                # actuating now would hit whatever part is in front of the gate.
                 self.stats.stale += 1
+                self.metrics.commands.labels(self.line_id, cmd.action, "stale").inc()
                 log.error(
-                    "stale reject command for part %s (%.1f s after capture): not actuated", cmd.part_id, age_ns / 1e9
+                    "stale %s command for part %s (%.1f s after capture): not actuated",
+                    cmd.action,
+                    cmd.part_id,
+                    age_ns / 1e9,
                 )
                 self.consumer.store_offsets(msg)
                 continue
-            self.stats.commands += 1
+            margin_ms = (cmd.deadline_ts_ns - arrival_ns) / 1e6
             self.stats.latencies_ms.append(age_ns / 1e6)
+            self.stats.margins_ms.append(margin_ms)
+            self.stats.by_action[cmd.action] = self.stats.by_action.get(cmd.action, 0) + 1
+            self.metrics.latency.labels(self.line_id).observe(age_ns / 1e9)
+            if cmd.late or margin_ms < 0:
+                self.stats.missed += 1
+                self.metrics.commands.labels(self.line_id, cmd.action, "missed").inc()
+                self.on_missed(cmd, margin_ms)
+                self.consumer.store_offsets(msg)
+                continue
+            self.stats.actuated += 1
+            self.metrics.commands.labels(self.line_id, cmd.action, "actuated").inc()
             self._messages[id(cmd)] = msg
             out.append(cmd)
         return out
@@ -86,7 +144,9 @@ class RejectGate:
                 self.consumer.store_offsets(msg)
 
     def run(self, stop: threading.Event, on_command: Callable[[RejectCommand], None] | None = None) -> GateStats:
-        report = on_command or (lambda c: log.info("REJECT part=%s reason=%s gate=%s", c.part_id, c.reason, c.gate_id))
+        report = on_command or (
+            lambda c: log.info("%s part=%s label=%s gate=%s", c.action.upper(), c.part_id, c.label, c.gate_id)
+        )
         try:
             while not stop.is_set():
                 for cmd in self.poll(0.1):
@@ -95,3 +155,14 @@ class RejectGate:
         finally:
             self.consumer.close()
         return self.stats
+
+
+def _log_miss(cmd: RejectCommand, margin_ms: float) -> None:
+    log.error(
+        "MISSED %s for part %s (%s): %.0f ms past its deadline%s; the part may be past the gate",
+        cmd.action,
+        cmd.part_id,
+        cmd.label or cmd.reason,
+        -margin_ms,
+        ", decided late by the worker" if cmd.late else "",
+    )

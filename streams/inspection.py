@@ -1,31 +1,41 @@
-"""Frame batch -> inspection records. Pure: no Kafka, no asyncio, so it runs in an executor thread and
-is testable on its own. The Faust agent (streams.worker.app) only moves bytes in and out of topics.
+"""Frame batch -> inspection records. Pure: no Kafka, no asyncio, so it runs in an executor thread, serves the
+HTTP predict endpoint too, and is testable on its own. The Faust agent (streams.worker.app) only moves bytes.
 
 Every incoming frame produces records, never nothing:
-- a valid frame: one InspectionResult, plus one RejectCommand when the verdict is not the OK class;
-- an invalid frame (bad headers, undecodable image): one DeadLetter and one fail-safe RejectCommand,
-  because a part whose picture cannot be read must not pass unseen.
+- a valid frame: one InspectionResult; a RejectCommand when the decision is ``reject`` or ``review`` (action says
+  which lane); a RetrainingSample when the retraining policy selects it;
+- an invalid frame (bad headers, empty, oversized, undecodable): one DeadLetter and one fail-safe RejectCommand
+  (reason ``unreadable_frame``), because a part whose picture cannot be read must not pass unseen.
+A verdict decided after the part's deadline is still sent, flagged ``late``: the gate decides what to do.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.engines.base import InferenceEngine
-from models.preprocess import UndecodableImage, decode_image, preprocess_batch
+from models.preprocess import UndecodableImage, decode_image, decode_raw, preprocess_batch
 from schemas import frame as frame_schema
-from schemas.records import DeadLetter, InspectionResult, RejectCommand
+from schemas.records import DeadLetter, InspectionResult, Record, RejectCommand, RetrainingSample
 from streams.kafka import topics
+from streams.kafka.config import MAX_MESSAGE_BYTES
+from streams.policy import PASS, REVIEW, DeadlinePolicy, DecisionPolicy, RetrainingPolicy
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 UNREADABLE_FRAME = "unreadable_frame"
 UNKNOWN_LINE = "unknown"
+TOP_K = 3
+# base64 grows a payload by 4/3; a sample whose image would not fit one Kafka message is logged and skipped.
+MAX_SAMPLE_IMAGE_BYTES = (MAX_MESSAGE_BYTES - 128 * 1024) * 3 // 4
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,11 @@ class IncomingFrame:
 class Outgoing:
     role: str  # topic role from streams.kafka.topics
     key: bytes
-    value: bytes
+    record: Record
+
+    @property
+    def value(self) -> bytes:
+        return self.record.to_json()
 
 
 def gate_for_line(line_id: str) -> str:
@@ -50,95 +64,257 @@ def gate_for_line(line_id: str) -> str:
     return line_id
 
 
+@dataclass(frozen=True)
+class ServingModel:
+    """An engine and the decision policy checked against its classes: swapped together, atomically."""
+
+    engine: InferenceEngine
+    decisions: DecisionPolicy
+
+    @property
+    def version(self) -> str:
+        return self.engine.version
+
+
 class FrameInspector:
-    def __init__(self, engine: InferenceEngine, *, ok_class: str, worker_id: str, reduced_decode: bool = True):
-        if ok_class not in engine.class_names:
-            raise ValueError(f"ok class {ok_class!r} is not one of the model's classes {engine.class_names}")
-        self.engine = engine
-        self.ok_class = ok_class
+    def __init__(
+        self,
+        engine: InferenceEngine,
+        *,
+        decisions: DecisionPolicy,
+        deadlines: DeadlinePolicy | None = None,
+        retraining: RetrainingPolicy | None = None,
+        worker_id: str,
+        reduced_decode: bool = True,
+        max_frame_bytes: int = 8 * 1024 * 1024,
+        dead_letter_payload_max_bytes: int = 1024 * 1024,
+    ):
+        decisions.check(engine.class_names)
+        self._serving = ServingModel(engine, decisions)
+        self._swap_lock = threading.Lock()
+        self.deadlines = deadlines or DeadlinePolicy()
+        self.retraining = retraining
         self.worker_id = worker_id
-        # Decode large JPEGs at 1/2-1/8 resolution when that still covers the model input (bench/model_bench.py
-        # measures its cost and its effect on predictions).
-        self.decode_min_side = engine.input_size if reduced_decode else None
+        self.reduced_decode = reduced_decode
+        self.max_frame_bytes = max_frame_bytes
+        self.dead_letter_payload_max_bytes = dead_letter_payload_max_bytes
+
+    @classmethod
+    def from_settings(cls, engine: InferenceEngine, settings: Settings) -> FrameInspector:
+        return cls(
+            engine,
+            decisions=DecisionPolicy.from_spec(settings.ok_class, settings.decision_thresholds),
+            deadlines=DeadlinePolicy.from_spec(settings.line_travel_ms),
+            retraining=RetrainingPolicy(settings.retrain_low_confidence_below, settings.retrain_audit_rate),
+            worker_id=settings.worker_id,
+            reduced_decode=settings.reduced_decode,
+            max_frame_bytes=settings.max_frame_bytes,
+            dead_letter_payload_max_bytes=settings.dead_letter_payload_max_bytes,
+        )
+
+    @property
+    def serving(self) -> ServingModel:
+        return self._serving
+
+    def swap_engine(self, engine: InferenceEngine) -> ServingModel:
+        """Serve ``engine`` from the next batch on. A batch in flight finishes on the engine it started with.
+        Refuses (ValueError) an engine whose classes the decision policy does not fit, keeping the old one."""
+        with self._swap_lock:
+            policy = self._serving.decisions
+            policy.check(engine.class_names)
+            old = self._serving
+            self._serving = ServingModel(engine, policy)
+        log.info("model swapped: %s -> %s", old.version, engine.version)
+        return old
 
     def inspect(self, frames: list[IncomingFrame]) -> list[Outgoing]:
+        serving = self._serving  # one model per batch, whatever a reload does meanwhile
+        engine = serving.engine
+        min_side = engine.input_size if self.reduced_decode else None
         out: list[Outgoing] = []
         valid: list[tuple[IncomingFrame, frame_schema.FrameMeta, np.ndarray]] = []
         t0 = time.perf_counter()
         for frame in frames:
             try:
                 meta = frame_schema.parse_frame_headers(frame.headers)
-                image = decode_image(frame.value or b"", min_side=self.decode_min_side)
+                image = self._decode(frame.value, meta, min_side)
             except frame_schema.InvalidFrame as exc:
-                out.extend(self._dead_letter(frame, exc.reason, exc.detail))
+                out.extend(self._unreadable(frame, exc.reason, exc.detail))
                 continue
             except UndecodableImage as exc:
-                out.extend(self._dead_letter(frame, "undecodable_image", str(exc)))
+                out.extend(self._unreadable(frame, "undecodable_image", str(exc)))
                 continue
             except Exception as exc:  # anything else one frame can raise must cost only that frame
-                out.extend(self._dead_letter(frame, "decode_error", repr(exc)))
+                out.extend(self._unreadable(frame, "decode_error", repr(exc)))
                 continue
             valid.append((frame, meta, image))
         if not valid:
             return out
-        batch = preprocess_batch(
-            [img for _, _, img in valid], self.engine.input_size, self.engine.mean, self.engine.std
-        )
+        batch = preprocess_batch([img for _, _, img in valid], engine.input_size, engine.mean, engine.std)
         t1 = time.perf_counter()
-        probs = self.engine.predict(batch)
+        probs = engine.predict(batch)
         t2 = time.perf_counter()
-        decode_ms = (t1 - t0) * 1000 / len(frames)
-        infer_ms = (t2 - t1) * 1000
+        decode_ms = round((t1 - t0) * 1000 / len(frames), 3)
+        infer_ms = round((t2 - t1) * 1000, 3)
         for (frame, meta, _), p in zip(valid, probs, strict=True):
-            idx = int(np.argmax(p))
-            label = self.engine.class_names[idx]
-            now_ns = time.time_ns()
-            decision = "pass" if label == self.ok_class else "reject"
-            result = InspectionResult(
-                part_id=meta.part_id,
-                line_id=meta.line_id,
-                camera_id=meta.camera_id,
-                capture_ts_ns=meta.capture_ts_ns,
-                model_version=self.engine.version,
-                label=label,
-                confidence=float(p[idx]),
-                decision=decision,
-                worker_id=self.worker_id,
-                decided_ts_ns=now_ns,
-                timings_ms={
-                    "queue_wait": round((frame.received_ts_ns - meta.capture_ts_ns) / 1e6, 3),
-                    "decode": round(decode_ms, 3),
-                    "inference_batch": round(infer_ms, 3),
-                    "batch_size": len(valid),
-                    "total_since_capture": round((now_ns - meta.capture_ts_ns) / 1e6, 3),
-                },
-            )
-            out.append(Outgoing(topics.RESULTS, meta.part_id.encode(), result.to_json()))
-            if decision == "reject":
-                out.append(self._reject(meta.part_id, meta.line_id, label, meta.capture_ts_ns))
+            out.extend(self._verdict(serving, frame, meta, p, decode_ms, infer_ms, len(valid)))
         return out
+
+    def predict_one(self, frame: IncomingFrame) -> Outgoing:
+        """HTTP predict: the frame's InspectionResult, or its DeadLetter when it cannot be inspected."""
+        return next(o for o in self.inspect([frame]) if o.role in (topics.RESULTS, topics.DEAD_LETTERS))
 
     def fail_safe(self, frames: list[IncomingFrame], reason: str, detail: str) -> list[Outgoing]:
         """Dead letters and fail-safe rejects for a whole batch, when inspection itself failed."""
         out: list[Outgoing] = []
         for frame in frames:
-            out.extend(self._dead_letter(frame, reason, detail))
+            out.extend(self._unreadable(frame, reason, detail))
         return out
 
-    def _reject(self, part_id: str, line_id: str, reason: str, capture_ts_ns: int) -> Outgoing:
+    def _decode(self, value: bytes | None, meta: frame_schema.FrameMeta, min_side: int | None) -> np.ndarray:
+        if not value:
+            raise frame_schema.InvalidFrame("empty_payload", "the message value is empty")
+        if len(value) > self.max_frame_bytes:
+            raise frame_schema.InvalidFrame(
+                "oversized_payload", f"{len(value)} bytes is above the worker's limit of {self.max_frame_bytes}"
+            )
+        if meta.content_type == frame_schema.RAW:
+            assert meta.raw_shape is not None  # the header schema requires it for raw frames
+            return decode_raw(value, meta.raw_shape)
+        return decode_image(value, min_side=min_side)
+
+    def _verdict(
+        self,
+        serving: ServingModel,
+        frame: IncomingFrame,
+        meta: frame_schema.FrameMeta,
+        p: np.ndarray,
+        decode_ms: float,
+        infer_ms: float,
+        batch_size: int,
+    ) -> list[Outgoing]:
+        engine = serving.engine
+        order = np.argsort(p)[::-1]
+        label = engine.class_names[int(order[0])]
+        confidence = float(p[order[0]])
+        top_k = [{"label": engine.class_names[int(i)], "probability": round(float(p[i]), 6)} for i in order[:TOP_K]]
+        decision = serving.decisions.decide(label, confidence)
+        deadline = self.deadlines.deadline_ns(meta.line_id, meta.capture_ts_ns, meta.gate_deadline_ts_ns)
+        now_ns = time.time_ns()
+        late = now_ns > deadline
+        result = InspectionResult(
+            part_id=meta.part_id,
+            line_id=meta.line_id,
+            camera_id=meta.camera_id,
+            station=meta.station,
+            trace_id=meta.trace_id,
+            capture_ts_ns=meta.capture_ts_ns,
+            deadline_ts_ns=deadline,
+            model_name=engine.model_name,
+            model_version=engine.version,
+            label=label,
+            confidence=min(1.0, confidence),
+            top_k=top_k,
+            decision=decision,
+            late=late,
+            timings_ms={
+                "queue_wait": round((frame.received_ts_ns - meta.capture_ts_ns) / 1e6, 3),
+                "decode": decode_ms,
+                "inference": infer_ms,
+                "total_since_capture": round((now_ns - meta.capture_ts_ns) / 1e6, 3),
+            },
+            batch_size=batch_size,
+            worker_id=self.worker_id,
+            decided_ts_ns=now_ns,
+        )
+        # Results keyed by line: the line-stats agent reads them co-partitioned with its per-line table.
+        out = [Outgoing(topics.RESULTS, meta.line_id.encode(), result)]
+        if decision != PASS:
+            out.append(
+                self._command(
+                    meta.part_id,
+                    meta.line_id,
+                    action="review" if decision == REVIEW else "reject",
+                    reason="low_confidence" if decision == REVIEW else "defect",
+                    label=label,
+                    capture_ts_ns=meta.capture_ts_ns,
+                    deadline_ts_ns=deadline,
+                    model_version=engine.version,
+                    trace_id=meta.trace_id,
+                )
+            )
+        why = self.retraining.reasons(meta.part_id, confidence, decision) if self.retraining else []
+        if why:
+            sample = self._sample(frame, meta, result, why)
+            if sample is not None:
+                out.append(sample)
+        return out
+
+    def _sample(
+        self, frame: IncomingFrame, meta: frame_schema.FrameMeta, result: InspectionResult, why: list[str]
+    ) -> Outgoing | None:
+        payload = frame.value or b""
+        if len(payload) > MAX_SAMPLE_IMAGE_BYTES:
+            log.warning("retraining sample for %s skipped: %d bytes do not fit one message", meta.part_id, len(payload))
+            return None
+        sample = RetrainingSample(
+            part_id=meta.part_id,
+            line_id=meta.line_id,
+            camera_id=meta.camera_id,
+            capture_ts_ns=meta.capture_ts_ns,
+            content_type=meta.content_type,
+            raw_shape=None if meta.raw_shape is None else "x".join(str(n) for n in meta.raw_shape),
+            image_b64=base64.b64encode(payload).decode(),
+            model_version=result.model_version,
+            label=result.label,
+            confidence=result.confidence,
+            top_k=result.top_k,
+            decision=result.decision,
+            selected_because=why,
+        )
+        return Outgoing(topics.RETRAINING_SAMPLES, meta.part_id.encode(), sample)
+
+    def _command(
+        self,
+        part_id: str,
+        line_id: str,
+        *,
+        action: str,
+        reason: str,
+        label: str | None,
+        capture_ts_ns: int,
+        deadline_ts_ns: int,
+        model_version: str | None,
+        trace_id: str | None,
+    ) -> Outgoing:
         gate = gate_for_line(line_id)
+        now_ns = time.time_ns()
         cmd = RejectCommand(
             part_id=part_id,
             line_id=line_id,
             gate_id=gate,
+            action=action,
             reason=reason,
+            label=label,
+            late=now_ns > deadline_ts_ns,
             capture_ts_ns=capture_ts_ns,
-            decided_ts_ns=time.time_ns(),
+            decided_ts_ns=now_ns,
+            deadline_ts_ns=deadline_ts_ns,
+            model_version=model_version,
+            trace_id=trace_id,
         )
+        if cmd.late:
+            log.warning(
+                "late %s command for %s on %s: %.0f ms past its deadline",
+                action,
+                part_id,
+                gate,
+                (now_ns - deadline_ts_ns) / 1e6,
+            )
         # Keyed by gate: all of one gate's commands land on one partition, in decision order.
-        return Outgoing(topics.REJECT_COMMANDS, gate.encode(), cmd.to_json())
+        return Outgoing(topics.REJECT_COMMANDS, gate.encode(), cmd)
 
-    def _dead_letter(self, frame: IncomingFrame, reason: str, detail: str) -> list[Outgoing]:
+    def _unreadable(self, frame: IncomingFrame, reason: str, detail: str) -> list[Outgoing]:
         payload = frame.value or b""
         log.warning("dead letter %s[%d]@%d: %s (%s)", frame.topic, frame.partition, frame.offset, reason, detail)
         letter = DeadLetter(
@@ -147,21 +323,42 @@ class FrameInspector:
             headers=frame.headers,
             payload_bytes=len(payload),
             payload_sha256=hashlib.sha256(payload).hexdigest(),
+            payload_b64=base64.b64encode(payload).decode()
+            if len(payload) <= self.dead_letter_payload_max_bytes
+            else None,
             source_topic=frame.topic,
             source_partition=frame.partition,
             source_offset=frame.offset,
             worker_id=self.worker_id,
+            received_ts_ns=frame.received_ts_ns,
         )
         part_id = frame.headers.get(frame_schema.PART_ID) or f"{frame.topic}/{frame.partition}/{frame.offset}"
         line_id = frame.headers.get(frame_schema.LINE_ID) or UNKNOWN_LINE
         if line_id == UNKNOWN_LINE:
             # No gate listens for "unknown": the dead letter is the only trace. Gateways must send line_id.
             log.error("fail-safe reject for %s has no line_id header: no gate will act on it", part_id)
-        try:
-            capture_ts_ns = int(frame.headers.get(frame_schema.CAPTURE_TS_NS, ""))
-        except ValueError:
-            capture_ts_ns = frame.received_ts_ns
+        capture_ts_ns = _int_or(frame.headers.get(frame_schema.CAPTURE_TS_NS), frame.received_ts_ns)
+        header_deadline = _int_or(frame.headers.get(frame_schema.GATE_DEADLINE_TS_NS), None)
         return [
-            Outgoing(topics.DEAD_LETTERS, part_id.encode(), letter.to_json()),
-            self._reject(part_id, line_id, UNREADABLE_FRAME, capture_ts_ns),
+            # Keyed by line like the results: the line-stats agent counts unreadable frames per line.
+            Outgoing(topics.DEAD_LETTERS, line_id.encode(), letter),
+            self._command(
+                part_id,
+                line_id,
+                action="reject",
+                reason=UNREADABLE_FRAME,
+                label=None,
+                capture_ts_ns=capture_ts_ns,
+                deadline_ts_ns=self.deadlines.deadline_ns(line_id, capture_ts_ns, header_deadline),
+                model_version=None,
+                trace_id=frame.headers.get(frame_schema.TRACE_ID),
+            ),
         ]
+
+
+def _int_or(text: str | None, default: int | None) -> int | None:
+    try:
+        value = int(text or "")
+    except ValueError:
+        return default
+    return value if value >= 0 else default

@@ -43,6 +43,21 @@ class Settings:
     max_wait_s: float = 0.02
     inference_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     ok_class: str = "ok"
+    # Top-class confidence below the class's threshold -> "review" (manual inspection): "0.5" or "0.5,scratch=0.8".
+    decision_thresholds: str = "0.5"
+    # Camera-to-gate travel time per line, for frames without a gate_deadline_ts_ns header: "500" or "500,line-2=800".
+    line_travel_ms: str = "500"
+    retrain_low_confidence_below: float = 0.8
+    retrain_audit_rate: float = 0.01
+    # Frames above this are dead-lettered unread (the broker's own limit is 10 MB, see streams/kafka/config.py).
+    max_frame_bytes: int = 8 * 1024 * 1024
+    # Dead letters carry the original payload up to this size, only its SHA-256 above it.
+    dead_letter_payload_max_bytes: int = 1024 * 1024
+    # Tumbling windows of the line-stats tables, in seconds; a window is published this long after it ends.
+    stats_windows_s: str = "10,60"
+    stats_grace_s: float = 2.0
+    # How often the worker checks the model path for a new model to swap in; 0 = never (POST /reload still works).
+    model_reload_interval_s: float = 10.0
     reduced_decode: bool = True
     web_port: int = 6066
     log_level: str = "info"

@@ -13,6 +13,7 @@ class EngineError(RuntimeError):
 
 class InferenceEngine(Protocol):
     name: str  # e.g. "openvino-int8", "torch-fp32"
+    model_name: str  # the network, e.g. "resnet50"
     class_names: list[str]
     input_size: int
     mean: list[float]

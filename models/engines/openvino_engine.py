@@ -38,6 +38,7 @@ class OpenVINOEngine:
         self.input_size = meta.input_size
         self.mean, self.std = list(meta.mean), list(meta.std)
         self.version = meta.version
+        self.model_name = meta.backbone
         self.meta = meta
         config = {
             # Without this hint OpenVINO runs non-quantized layers in BF16 on CPUs that support it, which makes

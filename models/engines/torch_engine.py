@@ -56,6 +56,7 @@ class TorchEngine:
         self.input_size = meta.input_size
         self.mean, self.std = list(meta.mean), list(meta.std)
         self.version = meta.version
+        self.model_name = meta.backbone
 
     @torch.inference_mode()
     def predict(self, batch: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.kafka.config import MAX_MESSAGE_BYTES, admin_config
 from streams.settings import Settings
+from streams.worker import stats
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         DEAD_LETTERS,
-        partitions=1,
+        # Same partitions and key (line id) as the results: the line-stats agent reads both co-partitioned.
+        partitions=6,
         config={**_large, "retention.ms": str(14 * DAY_MS)},
         purpose="frames that could not be processed, with the reason",
     ),
@@ -88,14 +90,35 @@ def topic_spec(role: str) -> TopicSpec:
     raise KeyError(f"no topic declared for role {role!r}")
 
 
+def changelog_topics(settings: Settings) -> list[tuple[str, TopicSpec]]:
+    """The changelog topics of the worker's line-stats tables (Faust names them ``<app id>-<table>-changelog``).
+
+    Declared here because workers never create topics; partitions match the results topic the tables read."""
+    spec = TopicSpec(
+        "changelog",
+        partitions=topic_spec(RESULTS).partitions,
+        # Windowed state: compacted per key, and old windows deleted after a day.
+        config={"cleanup.policy": "compact,delete", "retention.ms": str(DAY_MS)},
+        purpose="line-stats table changelog",
+    )
+    return [
+        (f"{settings.app_id}-{stats.table_name(w)}-changelog", spec)
+        for w in stats.parse_windows(settings.stats_windows_s)
+    ]
+
+
+def declared_topics(settings: Settings) -> list[tuple[str, TopicSpec]]:
+    """Every topic this deployment needs, by full name: the roles under the prefix, then the table changelogs."""
+    return [(settings.topic(spec.role), spec) for spec in TOPICS] + changelog_topics(settings)
+
+
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
     """Create every declared topic that does not exist yet. Returns ``{topic: "created" | "exists"}``."""
     admin = AdminClient(admin_config(settings))
     existing = admin.list_topics(timeout=timeout_s).topics
     outcome: dict[str, str] = {}
     wanted = []
-    for spec in TOPICS:
-        name = settings.topic(spec.role)
+    for name, spec in declared_topics(settings):
         if name in existing:
             outcome[name] = "exists"
             have = len(existing[name].partitions)

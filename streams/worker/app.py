@@ -1,4 +1,15 @@
-"""The Faust application and its frame-inspection agent."""
+"""The Faust application: the frame-inspection agent, the line-stats agent, and the worker's web endpoints.
+
+Agents:
+- ``inspect-frames``: frames -> ``stream.take_events(max_batch, within=max_wait_s)`` -> FrameInspector in an executor
+  thread -> results, reject commands, dead letters, retraining samples; the batch is acked only after Kafka has
+  every output (at-least-once).
+- ``line-stats``: inspection results + dead letters (both keyed by line, co-partitioned) -> one Faust tumbling
+  table per window size -> a LineStats record per line and window, published ``stats_grace_s`` after it closes.
+
+Web (``web_port``): ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus), ``POST /predict`` (image bytes in,
+InspectionResult JSON out, nothing published), ``POST /reload`` (swap in the model at the model path now).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +17,9 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import faust
 import numpy as np
@@ -14,15 +27,24 @@ import torch
 
 from models import engines
 from models.engines.base import InferenceEngine
-from schemas.frame import headers_to_dict
-from streams.inspection import FrameInspector, IncomingFrame, Outgoing
+from schemas import frame as frame_schema
+from schemas.records import DeadLetter, InspectionResult, SchemaError
+from streams.inspection import UNKNOWN_LINE, FrameInspector, IncomingFrame, Outgoing
 from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap
 from streams.settings import Settings
+from streams.worker import stats
+from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
-OUTPUT_ROLES = (topics.RESULTS, topics.REJECT_COMMANDS, topics.DEAD_LETTERS)
+OUTPUT_ROLES = (
+    topics.RESULTS,
+    topics.REJECT_COMMANDS,
+    topics.DEAD_LETTERS,
+    topics.RETRAINING_SAMPLES,
+    topics.LINE_STATS,
+)
 # How long a batch's records may stay undeliverable before the worker gives up (and exits without acking).
 DELIVERY_DEADLINE_S = 120.0
 
@@ -34,18 +56,31 @@ def load_engine(settings: Settings) -> InferenceEngine:
     engine = engines.load_engine(
         settings.model_path, kind=settings.engine, device=settings.device, threads=settings.inference_threads
     )
+    # The first forward pass pays for allocator and kernel set-up (hundreds of ms); pay it before frames arrive.
+    engine.predict(np.zeros((1, 3, engine.input_size, engine.input_size), dtype=np.float32))
     log.info("serving %s (%s on %s) from %s", engine.version, engine.name, engine.device, settings.model_path)
     return engine
+
+
+def model_fingerprint(path: Path | None) -> str | None:
+    """Cheap identity of what is at the model path: changes when a new artifact or checkpoint is put there."""
+    if path is None:
+        return None
+    target = path / "artifact.json" if path.is_dir() else path
+    try:
+        st = target.stat()
+    except OSError:
+        return None
+    return f"{target.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def create_app(settings: Settings, engine: InferenceEngine | None = None) -> faust.App:
     """Build the worker app. The engine is loaded once per process, here, before any frame arrives."""
     engine = engine or load_engine(settings)
-    # The first forward pass pays for allocator and kernel set-up (hundreds of ms); pay it before frames arrive.
-    engine.predict(np.zeros((1, 3, engine.input_size, engine.input_size), dtype=np.float32))
-    inspector = FrameInspector(
-        engine, ok_class=settings.ok_class, worker_id=settings.worker_id, reduced_decode=settings.reduced_decode
-    )
+    inspector = FrameInspector.from_settings(engine, settings)
+    metrics = WorkerMetrics()
+    metrics.serving(engine)
+    windows = stats.parse_windows(settings.stats_windows_s)
     datadir = settings.cache_dir / "worker" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
@@ -57,6 +92,8 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
         datadir=str(datadir),
         web_port=settings.web_port,
         web_host="0.0.0.0",
+        # POST /predict bodies up to the frame limit (aiohttp answers 413 above it).
+        web_application_options={"client_max_size": settings.max_frame_bytes + 1},
         # Topics are declared and created in code (streams.kafka.topics), never implicitly by a worker.
         topic_allow_declare=False,
         topic_disable_leader=True,
@@ -75,13 +112,32 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
         producer_linger=0.0,
         # Backpressure: buffer a few batches, not Faust's 4096 frames (which could be gigabytes of images).
         stream_buffer_maxsize=max(32, settings.max_batch * 4),
+        # Line stats are published by the worker that owns the line's partition; a standby copy on another
+        # worker would publish the same windows again.
+        table_standby_replicas=0,
+        table_cleanup_interval=max(1.0, settings.stats_grace_s),
     )
     frames_topic = app.topic(settings.topic(topics.FRAMES), key_serializer="raw", value_serializer="raw")
     outputs = {
         role: app.topic(settings.topic(role), key_serializer="raw", value_serializer="raw") for role in OUTPUT_ROLES
     }
-    # One inference thread per agent: torch parallelises inside a batch with its own threads.
+    results_topic, dead_letter_topic = settings.topic(topics.RESULTS), settings.topic(topics.DEAD_LETTERS)
+    stats_source = app.topic(results_topic, dead_letter_topic, key_serializer="raw", value_serializer="raw")
+    tables = {
+        w: app.Table(
+            stats.table_name(w),
+            default=stats.empty,
+            partitions=topics.topic_spec(topics.RESULTS).partitions,
+            schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        )
+        .tumbling(w, expires=w + 4 * settings.stats_grace_s)
+        .relative_to_stream()
+        for w in windows
+    }
+    # One inference thread: the engine parallelises inside a batch, and /predict queues behind batches.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")
+    reload_lock = asyncio.Lock()
+    model_state = {"fingerprint": model_fingerprint(settings.model_path), "failed": None}
 
     async def deliver(outgoing: list[Outgoing]) -> None:
         """Send every record and wait until Kafka has it, before take_events acks the batch.
@@ -125,7 +181,7 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
             frames = [
                 IncomingFrame(
                     value=event.value,
-                    headers=headers_to_dict(event.message.headers),
+                    headers=frame_schema.headers_to_dict(event.message.headers),
                     topic=event.message.topic,
                     partition=event.message.partition,
                     offset=event.message.offset,
@@ -133,22 +189,134 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
                 )
                 for event in events
             ]
+            t0 = time.perf_counter()
             try:
                 outgoing = await loop.run_in_executor(executor, inspector.inspect, frames)
             except Exception as exc:  # the worker must survive anything one batch can throw at it
                 log.exception("inspection of a batch of %d frames failed", len(frames))
-                outgoing = inspector.fail_safe(frames, "inspection_error", repr(exc))
+                outgoing = inspector.fail_safe(frames, "inspection_failed", repr(exc))
+            metrics.observe_batch(len(frames), time.perf_counter() - t0, outgoing)
             await deliver(outgoing)
+
+    @app.agent(stats_source, name="line-stats")
+    async def line_stats(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                if event.message.topic == results_topic:
+                    result = InspectionResult.from_json(event.value)
+                    line, add = result.line_id, (lambda w, r=result: stats.add_result(w, r))
+                else:
+                    letter = DeadLetter.from_json(event.value)
+                    line = letter.headers.get(frame_schema.LINE_ID) or UNKNOWN_LINE
+                    add = lambda w, r=letter: stats.add_dead_letter(w, r)  # noqa: E731
+            except SchemaError as exc:
+                log.error(
+                    "line-stats: skipping unreadable record at %s@%d: %s",
+                    event.message.topic,
+                    event.message.offset,
+                    exc,
+                )
+                continue
+            for table in tables.values():
+                table[line] = add(table[line].current())
+
+    published: dict[tuple[float, object], int] = {}
+
+    @app.timer(interval=1.0)
+    async def publish_line_stats() -> None:
+        """Publish each closed window once (again if late records changed it: readers keep the latest per window)."""
+        now = time.time()
+        live = set()
+        for w, table in tables.items():
+            for key, value in list(table.table.data.items()):
+                line, (start, _end) = key
+                live.add((w, key))
+                if start + w + settings.stats_grace_s > now or published.get((w, key)) == value["frames"]:
+                    continue
+                record = stats.to_record(line, w, start, value)
+                await outputs[topics.LINE_STATS].send(key=line.encode(), value=record.to_json())
+                published[(w, key)] = value["frames"]
+        for gone in set(published) - live:
+            del published[gone]
+
+    async def reload_model(force: bool = False) -> dict:
+        """Load the model at the model path and swap it in between batches; the old one serves until then."""
+        async with reload_lock:
+            fingerprint = model_fingerprint(settings.model_path)
+            if not force and fingerprint in (model_state["fingerprint"], model_state["failed"]):
+                return {"reloaded": False, "model_version": inspector.serving.version}
+            loop = asyncio.get_running_loop()
+            try:
+                # Loaded in its own thread: frames keep flowing through the current engine meanwhile.
+                new_engine = await loop.run_in_executor(None, load_engine, settings)
+                old = inspector.swap_engine(new_engine)
+            except Exception as exc:
+                model_state["failed"] = fingerprint
+                metrics.model_reloads.labels("failed").inc()
+                log.error(
+                    "model reload from %s failed, still serving %s: %s",
+                    settings.model_path,
+                    inspector.serving.version,
+                    exc,
+                )
+                return {"reloaded": False, "error": str(exc), "model_version": inspector.serving.version}
+            model_state["fingerprint"], model_state["failed"] = fingerprint, None
+            metrics.model_reloads.labels("ok").inc()
+            metrics.serving(new_engine)
+            return {"reloaded": True, "previous_version": old.version, "model_version": new_engine.version}
+
+    if settings.model_reload_interval_s > 0:
+
+        @app.timer(interval=settings.model_reload_interval_s)
+        async def watch_model() -> None:
+            await reload_model()
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return web.json({"status": "ok", "model_version": engine.version, "worker_id": settings.worker_id})
+        return web.json({"status": "ok", "model_version": inspector.serving.version, "worker_id": settings.worker_id})
 
     @app.page("/readyz")
     async def readyz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         # Ready = this worker owns frame partitions, i.e. frames sent now will be inspected here or by a peer.
         assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment())
         return web.json({"ready": bool(assigned), "assigned": assigned}, status=200 if assigned else 503)
+
+    @app.page("/metrics")
+    async def prometheus(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE.split(";")[0])
+
+    @app.page("/reload")
+    class Reload(faust.web.View):
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            outcome = await reload_model(force=True)
+            return self.json(outcome, status=200 if "error" not in outcome else 409)
+
+    @app.page("/predict")
+    class Predict(faust.web.View):
+        """Ad-hoc check: image bytes in, InspectionResult out. Nothing is published to Kafka."""
+
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            content_type = (request.headers.get("Content-Type") or "image/jpeg").split(";")[0].strip()
+            if content_type not in ("image/jpeg", "image/png"):
+                return self.error(415, f"Content-Type must be image/jpeg or image/png, got {content_type!r}")
+            length = request.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > settings.max_frame_bytes:
+                return self.error(413, f"body of {length} bytes is above the limit of {settings.max_frame_bytes}")
+            body = await self.read_request_content(request)
+            query = request.query
+            headers = {
+                frame_schema.PART_ID: query.get("part_id") or f"adhoc-{uuid.uuid4().hex[:12]}",
+                frame_schema.LINE_ID: query.get("line_id") or "adhoc",
+                frame_schema.CAMERA_ID: query.get("camera_id") or "http",
+                frame_schema.CAPTURE_TS_NS: str(time.time_ns()),
+                frame_schema.CONTENT_TYPE: content_type,
+            }
+            frame = IncomingFrame(body, headers, "http", 0, 0, received_ts_ns=time.time_ns())
+            outgoing = await asyncio.get_running_loop().run_in_executor(executor, inspector.predict_one, frame)
+            if isinstance(outgoing.record, DeadLetter):
+                letter = outgoing.record
+                return self.error(400, f"{letter.reason}: {letter.detail}", reason_code=letter.reason)
+            return self.json(outgoing.record.to_dict())
 
     return app
 

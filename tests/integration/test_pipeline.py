@@ -1,17 +1,26 @@
-"""Camera -> real Kafka -> Faust worker process -> reject gate, with the real model code path."""
+"""1,000 mixed frames: camera -> real Kafka -> Faust worker process -> reject gate, line stats and /metrics.
+
+Every valid frame gets exactly one result; every invalid one a dead letter and a fail-safe reject; reject commands
+exist exactly for reject/review decisions and fail-safes; line-stats windows and the worker's Prometheus counters
+add up to the frames sent; the worker is still running at the end.
+"""
 
 from __future__ import annotations
 
+import collections
+import os
 import threading
 import time
+import urllib.request
 
 import pytest
 from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 from models.checkpoint import load_checkpoint
 from models.skeleton import RECIPE
 from schemas.frame import FrameMeta
-from schemas.records import DeadLetter, InspectionResult, RejectCommand
+from schemas.records import DeadLetter, InspectionResult, LineStats, RejectCommand
 from streams.camera import CameraGateway
 from streams.gate import RejectGate
 from streams.inspection import UNREADABLE_FRAME
@@ -19,39 +28,78 @@ from streams.kafka import topics
 from streams.kafka.broker import free_port
 from streams.kafka.config import producer_config
 from streams.kafka.reader import TopicReader
+from streams.kafka.topics import create_topics
 from streams.sources import synthetic_frames
 from streams.worker.process import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
-VALID_FRAMES = 200
+TOTAL_FRAMES = 1000
+INVALID_EACH = 24  # per kind below, 6 kinds
+MAX_FRAME_BYTES = 300_000
 SKELETON_CLASSES = tuple(RECIPE["classes"])
 
 
-def _send_invalid_frames(settings) -> dict[str, str]:
-    """Frames that break the contract in different ways; returns part id -> expected dead-letter reason."""
+def _send_invalid_frames(settings, valid_jpeg: bytes) -> dict[str, str]:
+    """Frames that break the contract in every way we know; returns part id -> expected dead-letter reason."""
     producer = Producer(producer_config(settings))
     topic = settings.topic(topics.FRAMES)
+    expected = {}
 
-    def headers(part):
-        return FrameMeta(
-            part_id=part, line_id=settings.line_id, camera_id="cam-x", capture_ts_ns=time.time_ns()
-        ).to_headers()
+    def send(kind, i, value, reason, drop=None, **override):
+        part = f"bad-{kind}-{i}"
+        meta = FrameMeta(part_id=part, line_id=settings.line_id, camera_id="cam-x", capture_ts_ns=time.time_ns())
+        headers = dict((k, v.decode()) for k, v in meta.to_headers())
+        headers.update(override)
+        if drop:
+            headers.pop(drop)
+        producer.produce(topic, value, key=part.encode(), headers=list(headers.items()))
+        expected[part] = reason
 
-    producer.produce(topic, b"", key=b"bad-empty", headers=headers("bad-empty"))
-    producer.produce(topic, b"\xff\xd8\xff\xe0 truncated jpeg", key=b"bad-trunc", headers=headers("bad-trunc"))
-    no_camera = [h for h in headers("bad-headers") if h[0] != "camera_id"]
-    producer.produce(topic, next(synthetic_frames(1))[1], key=b"bad-headers", headers=no_camera)
+    junk = os.urandom(2048)
+    for i in range(INVALID_EACH):
+        send("corrupt", i, junk, "undecodable_image")
+        send("truncated", i, valid_jpeg[: len(valid_jpeg) // 3], "undecodable_image")
+        send("empty", i, b"", "empty_payload")
+        send("oversized", i, b"\xff\xd8" + os.urandom(MAX_FRAME_BYTES + 1000), "oversized_payload")
+        send("nocamera", i, valid_jpeg, "missing_headers", drop="camera_id")
+        bad = [{"capture_ts_ns": "noon"}, {"content_type": "image/gif"}, {"content_type": "image/x-raw"}][i % 3]
+        send("badheader", i, valid_jpeg, "bad_header", **bad)
     assert producer.flush(30) == 0
-    return {
-        "bad-empty": "undecodable_image",
-        "bad-trunc": "undecodable_image",
-        "bad-headers": "missing_headers",
-    }
+    return expected
 
 
-def test_every_frame_gets_exactly_one_verdict_and_rejects_match(kafka_settings, skeleton_model, tmp_path):
-    settings = kafka_settings.replace(model_path=skeleton_model, web_port=free_port(), max_batch=8)
+def _metrics(url: str) -> dict[str, dict[tuple, float]]:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, dict[tuple, float]] = collections.defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def _latest_windows(records: list[LineStats], window_s: float) -> dict[tuple, LineStats]:
+    latest = {}
+    for rec in records:  # a window re-published after late records supersedes the earlier one
+        if rec.window_s == window_s:
+            latest[(rec.line_id, rec.window_start_ts_ns)] = rec
+    return latest
+
+
+def test_mixed_frames_every_frame_accounted_for(kafka_settings, skeleton_model, tmp_path):
+    settings = kafka_settings.replace(
+        model_path=skeleton_model,
+        web_port=free_port(),
+        max_batch=8,
+        max_frame_bytes=MAX_FRAME_BYTES,
+        decision_thresholds="0.6",
+        line_travel_ms="600000",  # a burst of 1,000 frames must not make commands late here
+        stats_windows_s="2",
+        stats_grace_s=1.0,
+        model_reload_interval_s=0,
+    )
+    create_topics(settings)  # the changelog of the 2 s stats table
     gate = RejectGate(settings)
     gate_commands: list[RejectCommand] = []
     stop = threading.Event()
@@ -59,52 +107,82 @@ def test_every_frame_gets_exactly_one_verdict_and_rejects_match(kafka_settings, 
     gate_thread.start()
     with WorkerProcess(settings, tmp_path / "worker.log") as worker:
         worker.wait_ready()
+        valid_count = TOTAL_FRAMES - 6 * INVALID_EACH
+        frames = list(synthetic_frames(valid_count, seed=7, classes=SKELETON_CLASSES))
         camera = CameraGateway(settings)
-        stats = camera.run(synthetic_frames(VALID_FRAMES, seed=7, classes=SKELETON_CLASSES), fps=None)
-        assert (stats.sent, stats.delivered, stats.failed) == (VALID_FRAMES, VALID_FRAMES, 0)
+        stats = camera.run(iter(frames), fps=None)
+        assert (stats.sent, stats.delivered, stats.failed) == (valid_count, valid_count, 0)
         valid_parts = set(stats.part_labels)
-        invalid = _send_invalid_frames(settings)
+        invalid = _send_invalid_frames(settings, frames[0][1])
+        assert len(valid_parts) + len(invalid) == TOTAL_FRAMES
 
-        results_reader = TopicReader(settings, settings.topic(topics.RESULTS))
-        raw_results = results_reader.read_until(lambda r: len(r) >= VALID_FRAMES, timeout_s=120, settle_s=2.0)
-        results_reader.close()
+        reader = TopicReader(settings, settings.topic(topics.RESULTS))
+        results = [
+            InspectionResult.from_json(r.value)
+            for r in reader.read_until(lambda r: len(r) >= valid_count, timeout_s=180, settle_s=2.0)
+        ]
+        reader.close()
+        flagged = {r.part_id for r in results if r.decision != "pass"} | set(invalid)
         deadline = time.monotonic() + 30
-        expected_rejects = None
-        while time.monotonic() < deadline:
-            results = [InspectionResult.from_json(r.value) for r in raw_results]
-            expected_rejects = {r.part_id for r in results if r.decision == "reject"} | set(invalid)
-            if len(gate_commands) >= len(expected_rejects):
-                break
+        while time.monotonic() < deadline and len(gate_commands) < len(flagged):
             time.sleep(0.2)
         time.sleep(1.0)  # a duplicate or stray command would arrive now
         stop.set()
         gate_thread.join(10)
 
-        dlq_reader = TopicReader(settings, settings.topic(topics.DEAD_LETTERS))
+        reader = TopicReader(settings, settings.topic(topics.DEAD_LETTERS))
         letters = [
-            DeadLetter.from_json(r.value) for r in dlq_reader.read_until(lambda r: len(r) >= 3, 30, settle_s=1.0)
+            DeadLetter.from_json(r.value) for r in reader.read_until(lambda r: len(r) >= len(invalid), 60, settle_s=1.0)
         ]
-        dlq_reader.close()
+        reader.close()
+
+        reader = TopicReader(settings, settings.topic(topics.LINE_STATS))
+
+        def stats_complete(recs):
+            windows = _latest_windows([LineStats.from_json(r.value) for r in recs], 2.0)
+            return sum(w.frames for w in windows.values()) >= TOTAL_FRAMES
+
+        line_stats = [LineStats.from_json(r.value) for r in reader.read_until(stats_complete, 60, settle_s=3.0)]
+        reader.close()
+        metrics = _metrics(worker.url)
         assert worker.returncode is None, f"worker died:\n{worker.log_tail()}"
 
-    # Exactly one result per valid part id, none for invalid frames.
+    # Exactly one result per valid part id, none for invalid frames; real model outputs.
     part_ids = [r.part_id for r in results]
-    assert len(part_ids) == len(set(part_ids)) == VALID_FRAMES
+    assert len(part_ids) == len(set(part_ids)) == len(valid_parts)
     assert set(part_ids) == valid_parts
-    # Verdicts are real model outputs from the loaded checkpoint, not constants.
     assert {r.model_version for r in results} == {load_checkpoint(skeleton_model)[1].version}
     assert len({r.label for r in results}) >= 3
-    assert all(r.decision == ("pass" if r.label == "ok" else "reject") for r in results)
-    # Reject commands match non-OK verdicts one to one (plus one fail-safe per invalid frame).
-    commands_by_part = {}
+    assert {r.decision for r in results} >= {"pass", "reject"}
+    # Reject commands: exactly the reject/review decisions and one fail-safe per invalid frame, no duplicates.
+    by_part = {}
     for cmd in gate_commands:
-        assert cmd.part_id not in commands_by_part, f"duplicate reject command for {cmd.part_id}"
-        commands_by_part[cmd.part_id] = cmd
-    assert set(commands_by_part) == expected_rejects
+        assert cmd.part_id not in by_part, f"duplicate reject command for {cmd.part_id}"
+        by_part[cmd.part_id] = cmd
+    assert set(by_part) == flagged
+    assert gate.stats.missed == 0 and gate.stats.stale == 0
     for r in results:
-        if r.decision == "reject":
-            assert commands_by_part[r.part_id].reason == r.label
+        if r.decision != "pass":
+            assert (by_part[r.part_id].action, by_part[r.part_id].label) == (r.decision, r.label)
     for part in invalid:
-        assert commands_by_part[part].reason == UNREADABLE_FRAME
-    # Dead letters: exactly the invalid frames, with their reasons; nothing for valid frames.
+        assert (by_part[part].reason, by_part[part].action) == (UNREADABLE_FRAME, "reject")
+    # Dead letters: exactly the invalid frames, each with its reason.
     assert sorted((d.headers.get("part_id"), d.reason) for d in letters) == sorted(invalid.items())
+    # Line stats: the closed 2 s windows of the line add up to every frame, by decision too.
+    windows = _latest_windows(line_stats, 2.0).values()
+    assert {w.line_id for w in windows} == {settings.line_id}
+    assert sum(w.frames for w in windows) == TOTAL_FRAMES
+    assert sum(w.unreadable for w in windows) == len(invalid)
+    decisions = collections.Counter(r.decision for r in results)
+    for decision, count in decisions.items():
+        assert sum(w.by_decision.get(decision, 0) for w in windows) == count
+    # /metrics: the same totals.
+    frames_total = metrics["defectstream_frames_total"]
+    assert sum(frames_total.values()) == TOTAL_FRAMES
+    line = ("line", settings.line_id)
+    assert frames_total[(("decision", "unreadable"), line)] == len(invalid)
+    for decision, count in decisions.items():
+        assert frames_total[(("decision", decision), line)] == count
+    assert sum(metrics["defectstream_dead_letters_total"].values()) == len(invalid)
+    assert sum(metrics["defectstream_reject_commands_total"].values()) == len(flagged)
+    assert metrics["defectstream_batch_size_count"][()] > 0

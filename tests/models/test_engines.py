@@ -141,7 +141,7 @@ def test_model_bench_runs_and_reports_ratios(artifact, small_run, tmp_path):
     run, data = small_run
     args = model_bench.get_args_parser().parse_args(
         [
-            "--artifact",
+            "--model",
             str(artifact),
             "--seconds",
             "0.05",

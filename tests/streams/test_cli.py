@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from streams.kafka.topics import TOPICS
+from streams.kafka.topics import TOPICS, declared_topics
+from streams.settings import Settings
 
 
 def _cli(*args, env=None, check=True):
@@ -22,6 +23,7 @@ def test_topics_list_names_every_topic():
     out = _cli("topics", "list", "--topic-prefix", "plant9", env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}).stdout
     for spec in TOPICS:
         assert f"plant9.{spec.role}" in out
+    assert "defectstream-worker-line-stats-10s-changelog" in out
 
 
 def test_commands_without_a_cluster_say_how_to_get_one(tmp_path):
@@ -36,7 +38,10 @@ def test_commands_without_a_cluster_say_how_to_get_one(tmp_path):
 @pytest.mark.integration
 def test_topics_create_via_cli(kafka):
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}
+    env["DEFECTSTREAM_APP_ID"] = "clitest-worker"
     first = _cli("topics", "create", "--topic-prefix", "clitest", env=env).stdout
     second = _cli("topics", "create", "--topic-prefix", "clitest", env=env).stdout
-    assert first.count("created") == len(TOPICS)
-    assert second.count("exists") == len(TOPICS)
+    declared = declared_topics(Settings(topic_prefix="clitest", app_id="clitest-worker"))
+    assert len(declared) == len(TOPICS) + 2  # + the 10 s and 60 s line-stats changelogs
+    assert first.count("created") == len(declared)
+    assert second.count("exists") == len(declared)

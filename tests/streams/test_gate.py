@@ -25,9 +25,20 @@ def _send(settings, *commands: RejectCommand, raw: bytes | None = None) -> None:
     assert producer.flush(10) == 0
 
 
-def _cmd(part: str, line: str = "line-1", age_s: float = 0.0) -> RejectCommand:
+def _cmd(part: str, line: str = "line-1", age_s: float = 0.0, budget_s: float = 30.0, late=False) -> RejectCommand:
     ts = time.time_ns() - int(age_s * 1e9)
-    return RejectCommand(part_id=part, line_id=line, gate_id=line, reason="scratch", capture_ts_ns=ts, decided_ts_ns=ts)
+    return RejectCommand(
+        part_id=part,
+        line_id=line,
+        gate_id=line,
+        action="reject",
+        reason="defect",
+        label="scratch",
+        late=late,
+        capture_ts_ns=ts,
+        decided_ts_ns=ts,
+        deadline_ts_ns=ts + int(budget_s * 1e9),
+    )
 
 
 def _poll_until(gate, n, timeout=20.0):
@@ -53,6 +64,28 @@ def test_gate_acts_on_fresh_commands_of_its_line_only(kafka_settings):
     thread.join(10)
     assert [c.part_id for c in acted] == ["a", "c"]
     assert (gate.stats.stale, gate.stats.other_lines, gate.stats.unreadable) == (1, 1, 1)
+    samples = {
+        tuple(sorted(s.labels.items())): s.value
+        for family in gate.metrics.registry.collect()
+        for s in family.samples
+        if s.name == "defectstream_gate_commands_total"
+    }
+    assert samples[(("action", "reject"), ("line", "line-1"), ("outcome", "actuated"))] == 2
+
+
+def test_commands_past_their_deadline_are_misses_not_actuations(kafka_settings):
+    _send(kafka_settings, _cmd("expired", age_s=2, budget_s=1), _cmd("flagged", late=True), _cmd("fine"))
+    missed = []
+    gate = RejectGate(kafka_settings, on_missed=lambda cmd, margin: missed.append((cmd.part_id, margin)))
+    got = _poll_until(gate, 1)
+    deadline = time.monotonic() + 10
+    while len(missed) < 2 and time.monotonic() < deadline:
+        got += gate.poll(0.2)
+    gate.consumer.close()
+    assert [c.part_id for c in got] == ["fine"]
+    assert [p for p, _ in missed] == ["expired", "flagged"]
+    assert missed[0][1] < -900  # about a second past its deadline
+    assert (gate.stats.actuated, gate.stats.missed) == (1, 2)
 
 
 def test_unacknowledged_commands_come_back_after_a_restart(kafka_settings):

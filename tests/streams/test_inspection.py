@@ -1,43 +1,56 @@
 """FrameInspector: every frame yields records, never nothing. A fixed-output engine drives the branches."""
 
 import json
+import time
 
 import cv2
 import numpy as np
 import pytest
 
+from schemas import contracts
 from schemas.frame import FrameMeta, headers_to_dict
-from schemas.records import DeadLetter, InspectionResult, RejectCommand
+from schemas.records import DeadLetter, InspectionResult, RejectCommand, RetrainingSample
 from streams.inspection import UNREADABLE_FRAME, FrameInspector, IncomingFrame
 from streams.kafka import topics
+from streams.policy import DeadlinePolicy, DecisionPolicy, RetrainingPolicy
 
 
 class FixedEngine:
-    """Answers with a per-image label chosen by the image's mean brightness, so tests control verdicts."""
+    """Answers by the image's mean brightness, so tests control verdicts: bright -> ok 0.9, mid -> scratch 0.55
+    (unsure), dark -> scratch 0.8."""
 
-    def __init__(self):
-        self.class_names = ["ok", "scratch"]
+    def __init__(self, version="fixed-1", class_names=("ok", "scratch")):
+        self.class_names = list(class_names)
         self.input_size = 16
         self.mean = [0.0, 0.0, 0.0]
         self.std = [1 / 255, 1 / 255, 1 / 255]
-        self.version = "fixed-1"
+        self.version = version
+        self.name = "fixed"
+        self.model_name = "fixednet"
         self.precision = "fp32"
         self.device = "cpu"
 
     def predict(self, batch):
-        bright = batch.mean(axis=(1, 2, 3)) > 127
-        return np.stack([np.where(bright, 0.9, 0.2), np.where(bright, 0.1, 0.8)], axis=1)
+        level = batch.mean(axis=(1, 2, 3))
+        p_ok = np.where(level > 160, 0.9, np.where(level > 80, 0.45, 0.2))
+        return np.stack([p_ok, 1 - p_ok], axis=1)
 
 
-def _frame(part: str, value: bytes | None, offset: int = 0, **header_overrides) -> IncomingFrame:
-    headers = headers_to_dict(FrameMeta(part_id=part, line_id="L1", camera_id="C1", capture_ts_ns=1).to_headers())
+def _inspector(engine=None, thresholds="0.6", **kw):
+    engine = engine or FixedEngine()
+    return FrameInspector(engine, decisions=DecisionPolicy.from_spec("ok", thresholds), worker_id="w1", **kw)
+
+
+def _frame(part: str, value: bytes | None, offset: int = 0, capture: int | None = None, **header_overrides):
+    capture = time.time_ns() if capture is None else capture
+    headers = headers_to_dict(FrameMeta(part_id=part, line_id="L1", camera_id="C1", capture_ts_ns=capture).to_headers())
     headers.update(header_overrides)
     headers = {k: v for k, v in headers.items() if v is not None}
-    return IncomingFrame(value, headers, "t.frames", 0, offset, received_ts_ns=2)
+    return IncomingFrame(value, headers, "t.frames", 0, offset, received_ts_ns=capture + 1_000_000)
 
 
-def _jpeg(level: int) -> bytes:
-    return cv2.imencode(".jpg", np.full((24, 24, 3), level, np.uint8))[1].tobytes()
+def _jpeg(level: int, size: int = 24) -> bytes:
+    return cv2.imencode(".jpg", np.full((size, size, 3), level, np.uint8))[1].tobytes()
 
 
 def _by_role(outgoing):
@@ -47,52 +60,135 @@ def _by_role(outgoing):
     return out
 
 
-def test_ok_passes_and_defect_is_rejected():
-    inspector = FrameInspector(FixedEngine(), ok_class="ok", worker_id="w1")
-    out = _by_role(inspector.inspect([_frame("good", _jpeg(220)), _frame("bad", _jpeg(30))]))
+def _all_conform(outgoing):
+    for o in outgoing:
+        assert contracts.errors(o.record.kind, json.loads(o.value)) == [], o.record.kind
+
+
+def test_pass_reject_and_review():
+    inspector = _inspector()
+    out = inspector.inspect([_frame("good", _jpeg(220)), _frame("bad", _jpeg(30)), _frame("unsure", _jpeg(120))])
+    _all_conform(out)
+    by = _by_role(out)
     results = {
-        InspectionResult.from_json(o.value).part_id: InspectionResult.from_json(o.value) for o in out[topics.RESULTS]
+        InspectionResult.from_json(o.value).part_id: InspectionResult.from_json(o.value) for o in by[topics.RESULTS]
     }
     assert results["good"].decision == "pass" and results["good"].label == "ok"
     assert results["bad"].decision == "reject" and results["bad"].label == "scratch"
     assert results["bad"].confidence == pytest.approx(0.8)
-    rejects = [RejectCommand.from_json(o.value) for o in out[topics.REJECT_COMMANDS]]
-    assert [(r.part_id, r.reason, r.gate_id) for r in rejects] == [("bad", "scratch", "L1")]
-    assert out[topics.REJECT_COMMANDS][0].key == b"L1"  # keyed by gate: ordered per gate
-    assert topics.DEAD_LETTERS not in out
+    assert results["unsure"].decision == "review" and results["unsure"].confidence == pytest.approx(0.55)
+    assert [t["label"] for t in results["bad"].top_k] == ["scratch", "ok"]
+    assert results["bad"].model_name == "fixednet" and results["bad"].batch_size == 3
+    assert all(o.key == b"L1" for o in by[topics.RESULTS])  # results keyed by line for the stats agent
+    commands = sorted((RejectCommand.from_json(o.value) for o in by[topics.REJECT_COMMANDS]), key=lambda c: c.part_id)
+    assert [(c.part_id, c.action, c.reason, c.label, c.gate_id) for c in commands] == [
+        ("bad", "reject", "defect", "scratch", "L1"),
+        ("unsure", "review", "low_confidence", "scratch", "L1"),
+    ]
+    assert all(o.key == b"L1" for o in by[topics.REJECT_COMMANDS])  # keyed by gate: ordered per gate
+    assert topics.DEAD_LETTERS not in by
+
+
+def test_per_class_threshold_changes_the_decision():
+    inspector = _inspector(thresholds="0.5,scratch=0.85")
+    by = _by_role(inspector.inspect([_frame("bad", _jpeg(30))]))
+    assert InspectionResult.from_json(by[topics.RESULTS][0].value).decision == "review"
+
+
+def test_deadline_from_travel_time_and_header_and_late_flag():
+    inspector = _inspector(deadlines=DeadlinePolicy.from_spec("500,L1=300"))
+    now = time.time_ns()
+    fresh, stale = _frame("fresh", _jpeg(30), capture=now), _frame("stale", _jpeg(30), capture=now - 10**9)
+    header = _frame("hdr", _jpeg(30), capture=now, gate_deadline_ts_ns=str(now - 1))
+    by = _by_role(inspector.inspect([fresh, stale, header]))
+    results = {r.part_id: r for r in (InspectionResult.from_json(o.value) for o in by[topics.RESULTS])}
+    assert results["fresh"].deadline_ts_ns == now + 300_000_000 and not results["fresh"].late
+    assert results["stale"].late and results["hdr"].late and results["hdr"].deadline_ts_ns == now - 1
+    commands = {c.part_id: c for c in (RejectCommand.from_json(o.value) for o in by[topics.REJECT_COMMANDS])}
+    # Late verdicts still produce their command, flagged: never a silent pass.
+    assert not commands["fresh"].late and commands["stale"].late and commands["hdr"].late
+
+
+def test_retraining_samples_carry_the_frame_and_why():
+    inspector = _inspector(retraining=RetrainingPolicy(low_confidence_below=0.85, audit_rate=1.0))
+    frames = [_frame("good", _jpeg(220)), _frame("bad", _jpeg(30)), _frame("unsure", _jpeg(120))]
+    by = _by_role(inspector.inspect(frames))
+    samples = {s.part_id: s for s in (RetrainingSample.from_json(o.value) for o in by[topics.RETRAINING_SAMPLES])}
+    assert samples["good"].selected_because == ["audit"]
+    assert samples["bad"].selected_because == ["low_confidence"]
+    assert samples["unsure"].selected_because == ["low_confidence", "review"]
+    assert samples["bad"].image() == frames[1].value
+    none = _inspector(retraining=RetrainingPolicy(low_confidence_below=0.0, audit_rate=0.0))
+    assert topics.RETRAINING_SAMPLES not in _by_role(none.inspect([_frame("good", _jpeg(220))]))
 
 
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
-        (_frame("empty", b""), "undecodable_image"),
+        (_frame("empty", b""), "empty_payload"),
+        (_frame("none", None), "empty_payload"),
+        (_frame("big", b"\xff\xd8" + bytes(5000)), "oversized_payload"),
         (_frame("garbage", b"\x00\x01junk"), "undecodable_image"),
         (_frame("truncated", _jpeg(100)[:50]), "undecodable_image"),
         (_frame("nohdr", _jpeg(100), line_id=None), "missing_headers"),
         (_frame("badts", _jpeg(100), capture_ts_ns="noon"), "bad_header"),
+        (_frame("gif", _jpeg(100), content_type="image/gif"), "bad_header"),
+        (_frame("raw", b"\x00" * 10, content_type="image/x-raw", raw_shape="4x4x3"), "undecodable_image"),
     ],
 )
 def test_invalid_frame_gives_dead_letter_and_fail_safe_reject(frame, reason):
-    inspector = FrameInspector(FixedEngine(), ok_class="ok", worker_id="w1")
-    out = _by_role(inspector.inspect([frame, _frame("fine", _jpeg(220), offset=9)]))
-    letter = DeadLetter.from_json(out[topics.DEAD_LETTERS][0].value)
+    inspector = _inspector(max_frame_bytes=4000)
+    out = inspector.inspect([frame, _frame("fine", _jpeg(220), offset=9)])
+    _all_conform(out)
+    by = _by_role(out)
+    letter = DeadLetter.from_json(by[topics.DEAD_LETTERS][0].value)
     assert letter.reason == reason and letter.source_offset == frame.offset
-    assert len(out[topics.DEAD_LETTERS]) == 1
-    reject = RejectCommand.from_json(out[topics.REJECT_COMMANDS][0].value)
-    assert reject.reason == UNREADABLE_FRAME and reject.part_id == frame.headers["part_id"]
+    assert letter.payload() == (frame.value or b"") and letter.headers == frame.headers
+    assert len(by[topics.DEAD_LETTERS]) == 1
+    reject = RejectCommand.from_json(by[topics.REJECT_COMMANDS][0].value)
+    assert reject.reason == UNREADABLE_FRAME and reject.action == "reject" and reject.label is None
+    assert reject.part_id == frame.headers["part_id"]
     # The valid frame in the same batch is still inspected.
-    assert [json.loads(o.value)["part_id"] for o in out[topics.RESULTS]] == ["fine"]
+    assert [json.loads(o.value)["part_id"] for o in by[topics.RESULTS]] == ["fine"]
+
+
+def test_dead_letter_keeps_only_the_hash_of_a_large_payload():
+    inspector = _inspector(dead_letter_payload_max_bytes=8)
+    letter = DeadLetter.from_json(
+        _by_role(inspector.inspect([_frame("g", b"0123456789junk")]))[topics.DEAD_LETTERS][0].value
+    )
+    assert letter.payload_b64 is None and letter.payload_bytes == 14 and len(letter.payload_sha256) == 64
+
+
+def test_raw_frames_are_inspected():
+    inspector = _inspector()
+    gray = np.full((20, 30, 1), 230, np.uint8).tobytes()
+    frame = _frame("raw", gray, content_type="image/x-raw", raw_shape="20x30x1")
+    result = InspectionResult.from_json(_by_role(inspector.inspect([frame]))[topics.RESULTS][0].value)
+    assert result.label == "ok"
 
 
 def test_fail_safe_covers_every_frame():
-    inspector = FrameInspector(FixedEngine(), ok_class="ok", worker_id="w1")
+    inspector = _inspector()
     out = _by_role(inspector.fail_safe([_frame("a", _jpeg(1)), _frame("b", _jpeg(1))], "inspection_error", "boom"))
     assert len(out[topics.DEAD_LETTERS]) == 2 and len(out[topics.REJECT_COMMANDS]) == 2
 
 
-def test_ok_class_must_exist():
+def test_ok_class_and_threshold_classes_must_exist():
     with pytest.raises(ValueError, match="ok class 'good'"):
-        FrameInspector(FixedEngine(), ok_class="good", worker_id="w")
+        FrameInspector(FixedEngine(), decisions=DecisionPolicy("good"), worker_id="w")
+    with pytest.raises(ValueError, match="unknown classes \\['scrach'\\]"):
+        _inspector(thresholds="0.5,scrach=0.9")
+
+
+def test_swap_engine_tags_results_and_refuses_a_mismatched_model():
+    inspector = _inspector()
+    inspector.swap_engine(FixedEngine(version="fixed-2"))
+    result = InspectionResult.from_json(_by_role(inspector.inspect([_frame("a", _jpeg(220))]))[topics.RESULTS][0].value)
+    assert result.model_version == "fixed-2"
+    with pytest.raises(ValueError, match="ok class"):
+        inspector.swap_engine(FixedEngine(version="fixed-3", class_names=("good", "scratch")))
+    assert inspector.serving.version == "fixed-2"
 
 
 def test_an_unexpected_decode_error_costs_only_that_frame(monkeypatch):
@@ -106,7 +202,6 @@ def test_an_unexpected_decode_error_costs_only_that_frame(monkeypatch):
         return real(data, min_side=min_side)
 
     monkeypatch.setattr(inspection, "decode_image", flaky)
-    inspector = FrameInspector(FixedEngine(), ok_class="ok", worker_id="w1")
-    out = _by_role(inspector.inspect([_frame("bad", b"boom"), _frame("good", _jpeg(220), offset=1)]))
+    out = _by_role(_inspector().inspect([_frame("bad", b"boom"), _frame("good", _jpeg(220), offset=1)]))
     assert DeadLetter.from_json(out[topics.DEAD_LETTERS][0].value).reason == "decode_error"
     assert [InspectionResult.from_json(o.value).part_id for o in out[topics.RESULTS]] == ["good"]

@@ -1,0 +1,129 @@
+"""Prometheus metrics of one worker process, served on the worker's ``/metrics``.
+
+Names follow the Prometheus conventions (``defectstream_`` prefix, base units, ``_total`` for counters). Every frame
+is counted exactly once in ``defectstream_frames_total``: by decision for inspected frames, as ``unreadable`` for
+dead-lettered ones, so the counters add up to the frames consumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from models.engines.base import InferenceEngine
+from schemas.frame import LINE_ID
+from schemas.records import DeadLetter, InspectionResult, RejectCommand, RetrainingSample
+from streams.inspection import UNKNOWN_LINE, Outgoing
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.frames = Counter(
+            "defectstream_frames_total",
+            "Frames consumed, by line and decision (or unreadable)",
+            ["line", "decision"],
+            registry=r,
+        )
+        self.reject_commands = Counter(
+            "defectstream_reject_commands_total",
+            "Reject commands sent, by line, action and reason",
+            ["line", "action", "reason"],
+            registry=r,
+        )
+        self.late_commands = Counter(
+            "defectstream_late_commands_total",
+            "Reject commands decided after their gate deadline",
+            ["line"],
+            registry=r,
+        )
+        self.late_verdicts = Counter(
+            "defectstream_late_verdicts_total",
+            "Inspection results decided after their gate deadline, by decision",
+            ["line", "decision"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "defectstream_dead_letters_total", "Frames dead-lettered, by reason", ["reason"], registry=r
+        )
+        self.retraining_samples = Counter(
+            "defectstream_retraining_samples_total",
+            "Retraining samples published, by selection reason",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "defectstream_batch_size", "Frames per inference batch", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
+        )
+        self.queue_wait = Histogram(
+            "defectstream_queue_wait_seconds",
+            "Capture until the worker received the frame",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute = Histogram(
+            "defectstream_batch_compute_seconds",
+            "Decode + preprocess + inference of one batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.capture_to_decision = Histogram(
+            "defectstream_capture_to_decision_seconds",
+            "Capture until the decision, per frame",
+            ["line"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "defectstream_confidence",
+            "Top-class confidence of inspected frames",
+            ["line"],
+            buckets=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "defectstream_model_info",
+            "The model being served (value 1)",
+            ["model_name", "model_version", "engine", "precision", "device"],
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "defectstream_model_reloads_total", "Hot reloads of the model artifact, by outcome", ["outcome"], registry=r
+        )
+
+    def serving(self, engine: InferenceEngine) -> None:
+        self.model_info.clear()
+        self.model_info.labels(engine.model_name, engine.version, engine.name, engine.precision, engine.device).set(1)
+
+    def observe_batch(self, batch_size: int, compute_s: float, outgoing: Iterable[Outgoing]) -> None:
+        self.batch_size.observe(batch_size)
+        self.compute.observe(compute_s)
+        for o in outgoing:
+            rec = o.record
+            if isinstance(rec, InspectionResult):
+                self.frames.labels(rec.line_id, rec.decision).inc()
+                self.queue_wait.observe(max(0.0, rec.timings_ms["queue_wait"]) / 1000)
+                self.capture_to_decision.labels(rec.line_id).observe(
+                    max(0.0, rec.timings_ms["total_since_capture"]) / 1000
+                )
+                self.confidence.labels(rec.line_id).observe(rec.confidence)
+                if rec.late:
+                    self.late_verdicts.labels(rec.line_id, rec.decision).inc()
+            elif isinstance(rec, DeadLetter):
+                self.frames.labels(rec.headers.get(LINE_ID) or UNKNOWN_LINE, "unreadable").inc()
+                self.dead_letters.labels(rec.reason).inc()
+            elif isinstance(rec, RejectCommand):
+                self.reject_commands.labels(rec.line_id, rec.action, rec.reason).inc()
+                if rec.late:
+                    self.late_commands.labels(rec.line_id).inc()
+            elif isinstance(rec, RetrainingSample):
+                for reason in rec.selected_because:
+                    self.retraining_samples.labels(reason).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
