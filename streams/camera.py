@@ -7,6 +7,7 @@ Usable as a library class by a real gateway: create a :class:`CameraGateway`, ca
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from collections.abc import Iterable
@@ -29,6 +30,19 @@ class CameraStats:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     part_labels: dict[str, str] = field(default_factory=dict)  # part id -> source label (ground truth if known)
+    delivery_ms: list[float] = field(default_factory=list)  # produce -> broker acknowledgement, per frame
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    def rate_fps(self) -> float:
+        elapsed = (self.finished or time.monotonic()) - self.started
+        return self.sent / elapsed if elapsed > 0 else 0.0
+
+    def delivery_ms_quantile(self, q: float) -> float:
+        if not self.delivery_ms:
+            return float("nan")
+        data = sorted(self.delivery_ms)
+        return data[min(len(data) - 1, int(q * len(data)))]
 
 
 class CameraGateway:
@@ -59,12 +73,13 @@ class CameraGateway:
         )
         while True:
             try:
+                produced = time.perf_counter()
                 self.producer.produce(
                     self.topic,
                     key=meta.part_id.encode(),
                     value=image,
                     headers=meta.to_headers(),
-                    on_delivery=self._delivered,
+                    on_delivery=lambda err, msg, t=produced: self._delivered(err, msg, t),
                 )
                 break
             except BufferError:
@@ -82,9 +97,10 @@ class CameraGateway:
         self.producer.poll(0)
         return meta.part_id
 
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+    def _delivered(self, err: KafkaError | None, msg: Message, produced: float) -> None:
         if err is None:
             self.stats.delivered += 1
+            self.stats.delivery_ms.append((time.perf_counter() - produced) * 1000)
         else:
             self.stats.failed += 1
             self.stats.errors.append(str(err))
@@ -94,20 +110,31 @@ class CameraGateway:
         """Wait for outstanding deliveries; returns how many are still undelivered."""
         return self.producer.flush(timeout_s)
 
-    def run(self, frames: Iterable[tuple[str, bytes, str]], fps: float | None = None) -> CameraStats:
-        """Send every frame of ``frames`` at ``fps`` (None: as fast as possible), then flush."""
+    def run(
+        self,
+        frames: Iterable[tuple[str, bytes, str]],
+        fps: float | None = None,
+        jitter_ms: float = 0.0,
+        seed: int | None = None,
+    ) -> CameraStats:
+        """Send every frame of ``frames`` at ``fps`` (None: as fast as possible; ``jitter_ms``: each frame moved by
+        up to that much either way, without drifting from the nominal rate), then flush."""
         interval = 1.0 / fps if fps else 0.0
-        next_at = time.perf_counter()
+        rng = random.Random(seed)
+        nominal = time.perf_counter()
+        self.stats.started = time.monotonic()
         try:
             for label, image, content_type in frames:
                 if interval:
-                    delay = next_at - time.perf_counter()
+                    due = nominal + (rng.uniform(-jitter_ms, jitter_ms) / 1000 if jitter_ms else 0.0)
+                    delay = due - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                    next_at += interval
+                    nominal += interval
                 self.send(image, content_type=content_type, label=label)
         finally:
             remaining = self.flush()
+            self.stats.finished = time.monotonic()
             if remaining:
                 log.error("%d frames still undelivered after flush", remaining)
         return self.stats

@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     camera.add_argument(
         "--source",
         default="synthetic",
-        help="'synthetic' or a folder of JPEG/PNG images (default: synthetic)",
+        help="'synthetic', a folder of JPEG/PNG images, or a video file (default: synthetic)",
+    )
+    camera.add_argument(
+        "--jitter-ms", type=float, default=0.0, help="random +/- spread of frame times, like a real line (default: 0)"
     )
     camera.add_argument("--seed", type=int, default=0, help="synthetic source seed (default: 0)")
     camera.add_argument("--line", dest="line_id", help="line id header (default: line-1)")
@@ -87,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gate.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (default: off)"
+    )
+
+    sink = sub.add_parser("dataset-sink", help="retraining samples -> ImageFolder tree + manifest.jsonl")
+    _add_kafka_flags(sink)
+    sink.add_argument("--out", required=True, type=Path, help="dataset folder to create or extend")
+    sink.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: run until Ctrl-C)"
     )
 
     for name, (_, text) in MODEL_COMMANDS.items():
@@ -200,16 +210,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "camera":
         from streams.camera import CameraGateway
-        from streams.sources import folder_frames, synthetic_frames
+        from streams.sources import open_source
 
         settings = _with_cluster(_settings(args, *kafka, "line_id", "camera_id"))
-        frames = (
-            synthetic_frames(args.frames, seed=args.seed)
-            if args.source == "synthetic"
-            else folder_frames(Path(args.source), args.frames)
+        frames = open_source(args.source, args.frames, seed=args.seed)
+        stats = CameraGateway(settings).run(frames, fps=args.fps or None, jitter_ms=args.jitter_ms)
+        print(
+            f"sent {stats.sent}, delivered {stats.delivered}, failed {stats.failed}; "
+            f"{stats.rate_fps():.1f} frames/s, delivery p99 {stats.delivery_ms_quantile(0.99):.1f} ms"
         )
-        stats = CameraGateway(settings).run(frames, fps=args.fps or None)
-        print(f"sent {stats.sent}, delivered {stats.delivered}, failed {stats.failed}")
         return 0 if stats.failed == 0 and stats.delivered == stats.sent else 1
 
     if args.command == "gate":
@@ -235,6 +244,23 @@ def main(argv: list[str] | None = None) -> int:
             f"line {gate.line_id}: {stats.actuated} actuated {stats.by_action}, {stats.missed} missed deadlines, "
             f"{stats.stale} stale, {stats.unreadable} unreadable"
         )
+        return 0
+
+    if args.command == "dataset-sink":
+        from streams.dataset_sink import DatasetSink
+
+        settings = _with_cluster(_settings(args, *kafka))
+        sink = DatasetSink(settings, args.out)
+        stop = threading.Event()
+        if args.duration:
+            timer = threading.Timer(args.duration, stop.set)
+            timer.daemon = True
+            timer.start()
+        try:
+            stats = sink.run(stop)
+        except KeyboardInterrupt:
+            stats = sink.stats
+        print(f"{args.out}: {stats.written} written, {stats.duplicates} duplicates, {stats.unreadable} unreadable")
         return 0
 
     if args.command == "demo":

@@ -1,4 +1,7 @@
-"""Frame sources for the camera gateway: a folder of images, or the built-in synthetic generator."""
+"""Frame sources for the camera gateway: a folder of images, a video file, or the built-in synthetic generator.
+
+Every source yields ``(label, image bytes, content type)``; the label is ground truth where the source knows it
+(synthetic, class folders) and empty otherwise."""
 
 from __future__ import annotations
 
@@ -38,3 +41,46 @@ def folder_frames(root: Path, count: int | None = None) -> Iterator[tuple[str, b
     chosen = files if count is None else islice(cycle(files), count)
     for path in chosen:
         yield path.parent.name, path.read_bytes(), IMAGE_SUFFIXES[path.suffix.lower()]
+
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v"}
+
+
+def video_frames(path: Path, count: int | None = None, quality: int = 90) -> Iterator[tuple[str, bytes, str]]:
+    """Frames of a video file (anything OpenCV's FFmpeg backend reads), JPEG-encoded like a camera gateway would,
+    looping from the start until ``count`` frames were produced."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise FileNotFoundError(f"cannot open video {path}")
+    produced = 0
+    try:
+        while count is None or produced < count:
+            ok, bgr = capture.read()
+            if not ok:
+                if produced == 0:
+                    raise ValueError(f"video {path} has no readable frames")
+                if count is None:
+                    return
+                capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                continue
+            ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                raise RuntimeError("JPEG encoding failed")
+            produced += 1
+            yield "", buf.tobytes(), "image/jpeg"
+    finally:
+        capture.release()
+
+
+def open_source(source: str, count: int, seed: int = 0) -> Iterator[tuple[str, bytes, str]]:
+    """``synthetic``, a folder of images, or a video file."""
+    if source == "synthetic":
+        return synthetic_frames(count, seed=seed)
+    path = Path(source)
+    if path.is_dir():
+        return folder_frames(path, count)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return video_frames(path, count)
+    raise ValueError(
+        f"source {source!r}: use 'synthetic', a folder of images or a video file ({sorted(VIDEO_SUFFIXES)})"
+    )
