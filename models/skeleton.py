@@ -18,9 +18,9 @@ from models import synthetic, train
 log = logging.getLogger(__name__)
 
 RECIPE = {
-    "classes": ["ok", "scratch", "pitting", "crack"],
-    "per_class": 125,
-    "image_size": 192,
+    "classes": list(synthetic.CLASSES),  # all 16: the demo's camera shows every class
+    "per_class": 60,
+    "image_size": 128,
     "seed": 0,
     "generator_version": synthetic.GENERATOR_VERSION,
     "train_args": [
@@ -29,7 +29,7 @@ RECIPE = {
         "--input-size",
         "64",
         "--epochs",
-        "12",
+        "15",
         "--batch-size",
         "32",
         "--lr",
@@ -51,11 +51,15 @@ RECIPE = {
 _CODE = ("train", "network", "losses", "data", "preprocess", "checkpoint", "synthetic")
 
 
-def ensure_skeleton_model(cache_dir: Path) -> Path:
-    """Path to the cached skeleton checkpoint, training it first (about 20 s on 2 cores) if missing."""
+def _digest() -> str:
     # The cache key covers the training code too: a changed train.py / network.py must retrain, not reuse.
     sources = b"".join((Path(__file__).parent / f"{m}.py").read_bytes() for m in _CODE)
-    digest = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode() + sources).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode() + sources).hexdigest()[:12]
+
+
+def ensure_skeleton_model(cache_dir: Path) -> Path:
+    """Path to the cached skeleton checkpoint, training it first (about 20 s on 2 cores) if missing."""
+    digest = _digest()
     path = Path(cache_dir) / "models" / f"skeleton-{digest}.pt"
     if path.exists():
         return path
@@ -72,3 +76,57 @@ def ensure_skeleton_model(cache_dir: Path) -> Path:
         shutil.copy2(run / "best.pt", path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)
     return path
+
+
+# The demo model is a 16-class toy (about 70% accurate on fresh synthetic parts) whose held-out split is 96 images:
+# one flip there is 1 point of agreement. Its INT8 copy is held to this looser guard; the product default
+# (quantize's --min-agreement 0.995 / --max-drop 0.005) is for models that earn a place on a line.
+DEMO_GUARD = {"min_agreement": 0.97, "max_drop": 0.03}
+
+
+def ensure_skeleton_artifact(cache_dir: Path) -> Path:
+    """The skeleton quantized to OpenVINO INT8 by ``defectstream quantize`` under :data:`DEMO_GUARD`, cached next
+    to the checkpoint. Raises :class:`models.quantize.QuantizationRefused` if even that guard refuses it."""
+    from models import data as ds
+    from models import quantize
+
+    checkpoint = ensure_skeleton_model(cache_dir)
+    out = checkpoint.with_name(checkpoint.stem + "-int8")
+    if (out / "artifact.json").exists():
+        return out
+    with tempfile.TemporaryDirectory(prefix="skeleton-int8-") as tmp:
+        data, run = Path(tmp) / "data", Path(tmp) / "run"
+        classes = tuple(RECIPE["classes"])
+        synthetic.write_imagefolder(data, RECIPE["per_class"], RECIPE["seed"], RECIPE["image_size"], classes)
+        # The training split, recomputed: it is a deterministic function of the images and the seed.
+        fractions = RECIPE["train_args"][RECIPE["train_args"].index("--split") + 1]
+        records, _ = ds.dedupe(ds.discover(data))
+        splits = ds.stratified_split(records, tuple(float(f) for f in fractions.split(",")), seed=RECIPE["seed"])
+        run.mkdir()
+        ds.save_split(run / "split.json", splits)
+        shutil.copy2(checkpoint, run / "best.pt")
+        staging = Path(tmp) / "artifact"
+        quantize.main(
+            quantize.get_args_parser().parse_args(
+                [
+                    "--model",
+                    str(run),
+                    "--calib",
+                    str(data),
+                    "--out",
+                    str(staging),
+                    "--calib-size",
+                    "200",
+                    "--min-agreement",
+                    str(DEMO_GUARD["min_agreement"]),
+                    "--max-drop",
+                    str(DEMO_GUARD["max_drop"]),
+                ]
+            )
+        )
+        partial = out.with_name(out.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(staging, partial)
+        shutil.rmtree(out, ignore_errors=True)
+        partial.rename(out)  # a crash mid-copy leaves .partial, never a half artifact under the real name
+    return out

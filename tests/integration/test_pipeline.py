@@ -93,7 +93,7 @@ def test_mixed_frames_every_frame_accounted_for(kafka_settings, skeleton_model, 
         web_port=free_port(),
         max_batch=8,
         max_frame_bytes=MAX_FRAME_BYTES,
-        decision_thresholds="0.6",
+        decision_thresholds="0.3",
         line_travel_ms="600000",  # a burst of 1,000 frames must not make commands late here
         stats_windows_s="2",
         stats_grace_s=1.0,

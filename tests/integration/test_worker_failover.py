@@ -66,3 +66,33 @@ def test_sigkill_mid_stream_loses_no_frame(kafka_settings, skeleton_model, tmp_p
     for r in results:
         verdicts[r.part_id].add((r.label, r.decision))
     assert all(len(v) == 1 for v in verdicts.values())
+
+
+def test_sigterm_drains_the_batch_in_flight_and_commits(kafka_settings, skeleton_model, tmp_path):
+    """A graceful stop (SIGTERM) finishes and delivers what it took, commits it, and leaves the group: the next
+    worker starts where it stopped, so no frame is lost and none is inspected twice."""
+    settings = kafka_settings.replace(model_path=skeleton_model, web_port=free_port(), model_reload_interval_s=0)
+    first = WorkerProcess(settings.replace(worker_id="worker-1"), tmp_path / "worker-1.log").start()
+    first.wait_ready()
+    camera = CameraGateway(settings)
+    sender = threading.Thread(
+        target=camera.run, args=(synthetic_frames(300, seed=5, classes=tuple(RECIPE["classes"])),), kwargs={"fps": 60}
+    )
+    sender.start()
+    reader = TopicReader(settings, settings.topic(topics.RESULTS))
+    seen = reader.read_until(lambda r: len(r) >= 60, timeout_s=60)
+    assert first.stop(sig=signal.SIGTERM, timeout_s=60) == 0, first.log_tail()
+    second = WorkerProcess(settings.replace(web_port=free_port(), worker_id="worker-2"), tmp_path / "worker-2.log")
+    second.start()
+    try:
+        sender.join(60)
+        sent = set(camera.stats.part_labels)
+        seen += reader.read_until(
+            lambda r: sent <= {InspectionResult.from_json(x.value).part_id for x in seen + r}, timeout_s=120, settle_s=3
+        )
+    finally:
+        reader.close()
+        second.stop()
+    per_part = collections.Counter(InspectionResult.from_json(r.value).part_id for r in seen)
+    assert set(per_part) == sent
+    assert max(per_part.values()) == 1, [p for p, n in per_part.items() if n > 1][:5]

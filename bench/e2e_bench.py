@@ -1,0 +1,239 @@
+"""End-to-end benchmark: camera -> Kafka -> worker -> gate on the local broker.
+
+    python -m bench.e2e_bench --model ARTIFACT [--rates 20,40] [--seconds 20] [--budget-ms 200]
+
+For each fixed frame rate: capture-to-gate latency p50/p95/p99 over every frame and the deadline misses at
+``--budget-ms``. Then the maximum sustained rate: a burst sent as fast as the camera can, measured as completed
+verdicts per second once the pipeline is saturated. Beside it, in the same run and with the same threads, the
+bare throughput of the worker's engine at its batch size (decode + preprocess + predict, no Kafka).
+
+Every frame reaches the gate: the worker runs with ``decision_thresholds=1.0``, so every verdict is a ``review``
+and sends a command (the decision policy costs nothing measurable; the point is to time every frame to the gate).
+Frames are synthetic parts rendered at 640x480 and JPEG-encoded at quality 90, sent with the camera gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import threading
+import time
+import uuid
+from itertools import cycle, islice
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from bench.model_bench import machine_info
+from models import synthetic
+from models.engines import load_engine
+from models.preprocess import decode_image, preprocess_batch
+from schemas.records import InspectionResult, RejectCommand
+from streams.camera import CameraGateway
+from streams.gate import RejectGate
+from streams.kafka import topics
+from streams.kafka.broker import free_port, kafka_cluster
+from streams.kafka.reader import TopicReader
+from streams.kafka.topics import create_topics
+from streams.settings import Settings
+from streams.worker.process import WorkerProcess
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="End-to-end latency and throughput on the local broker", add_help=add_help)
+    p.add_argument("--model", required=True, type=Path, help="INT8 artifact (or checkpoint) the worker serves")
+    p.add_argument("--engine", default="auto", help="worker engine (default: auto = INT8 for an artifact on CPU)")
+    p.add_argument("--rates", default="20", help="fixed frame rates to test, frames/s (default: 20)")
+    p.add_argument("--seconds", type=float, default=20.0, help="seconds per fixed rate (default: 20)")
+    p.add_argument("--burst", type=int, default=600, help="frames in the max-rate burst (default: 600)")
+    p.add_argument("--budget-ms", type=float, default=200.0, help="capture-to-gate deadline budget (default: 200)")
+    p.add_argument("--width", type=int, default=640, help="frame width (default: 640)")
+    p.add_argument("--height", type=int, default=480, help="frame height (default: 480)")
+    p.add_argument("--max-batch", type=int, default=8, help="worker batch size (default: 8)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="worker inference threads (default: all)")
+    p.add_argument(
+        "--out", type=Path, default=Path("bench/results"), help="JSON output folder (default: bench/results)"
+    )
+    return p
+
+
+def make_frames(width: int, height: int, count: int = 64, seed: int = 0) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    side = max(width, height)
+    frames = []
+    for i in range(count):
+        img = synthetic.render(synthetic.CLASSES[i % len(synthetic.CLASSES)], rng, side)[:height, :width]
+        frames.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return frames
+
+
+def bare_throughput(model: Path, engine_kind: str, threads: int, batch: int, frames: list[bytes]) -> dict[str, Any]:
+    """Decode + preprocess + predict of ``batch`` frames, no Kafka: what the worker could do at best."""
+    engine = load_engine(model, kind=engine_kind, threads=threads)
+    payloads = list(islice(cycle(frames), batch))
+
+    def once() -> None:
+        images = [decode_image(p, min_side=engine.input_size) for p in payloads]
+        engine.predict(preprocess_batch(images, engine.input_size, engine.mean, engine.std))
+
+    for _ in range(3):
+        once()
+    times = []
+    deadline = time.perf_counter() + 5.0
+    while time.perf_counter() < deadline or len(times) < 10:
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    return {
+        "engine": engine.name,
+        "batch": batch,
+        "batch_p50_ms": statistics.median(times) * 1000,
+        "frames_per_s": batch * len(times) / sum(times),
+    }
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    data = sorted(values)
+    return data[min(len(data) - 1, int(q * len(data)))]
+
+
+def run_rate(settings: Settings, frames: list[bytes], fps: float | None, count: int, tag: str) -> dict[str, Any]:
+    """Send ``count`` frames at ``fps`` (None = as fast as possible) from camera ``tag``; every frame is timed at
+    the gate (arrival - capture) and in its result."""
+    arrivals: dict[str, tuple[float, bool]] = {}  # part id -> (capture-to-gate ms, missed its deadline)
+
+    def on_command(cmd: RejectCommand, missed: bool = False) -> None:
+        if cmd.part_id.startswith(tag + "-"):
+            arrivals[cmd.part_id] = ((time.time_ns() - cmd.capture_ts_ns) / 1e6, missed)
+
+    gate = RejectGate(
+        settings, group_id=f"bench-gate-{tag}", on_missed=lambda cmd, margin: on_command(cmd, missed=True)
+    )
+    reader = TopicReader(settings, settings.topic(topics.RESULTS))
+    stop = threading.Event()
+    gate_thread = threading.Thread(target=gate.run, args=(stop, on_command), daemon=True)
+    gate_thread.start()
+    camera = CameraGateway(settings, camera_id=tag)
+    start = time.monotonic()
+    stats = camera.run(((("", f, "image/jpeg") for f in islice(cycle(frames), count))), fps=fps)
+    mine: list[InspectionResult] = []
+
+    def collect(records: list) -> bool:
+        mine.extend(
+            r for r in (InspectionResult.from_json(x.value) for x in records[len(collect.seen) :]) if r.camera_id == tag
+        )
+        collect.seen = list(records)
+        return len(mine) >= count
+
+    collect.seen = []
+    reader.read_until(collect, timeout_s=120)
+    done = time.monotonic()
+    deadline = time.monotonic() + 30
+    while len(arrivals) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    gate_thread.join(10)
+    reader.close()
+    decided = sorted(r.decided_ts_ns for r in mine)
+    # Sustained rate: verdicts per second between the 10th and 90th percentile of completion, past start-up.
+    lo, hi = decided[len(decided) // 10], decided[(9 * len(decided)) // 10]
+    sustained = (0.8 * len(decided)) / ((hi - lo) / 1e9) if hi > lo else float("nan")
+    lat = [ms for ms, _ in arrivals.values()]
+    return {
+        "offered_fps": fps,
+        "frames": count,
+        "sent": stats.sent,
+        "results": len(mine),
+        "gate_commands": len(arrivals),
+        "deadline_misses": sum(missed for _, missed in arrivals.values()),
+        "capture_to_gate_ms": {"p50": _quantile(lat, 0.5), "p95": _quantile(lat, 0.95), "p99": _quantile(lat, 0.99)},
+        "capture_to_decision_ms_p99": _quantile([r.timings_ms["total_since_capture"] for r in mine], 0.99),
+        "mean_batch": statistics.fmean(r.batch_size for r in mine) if mine else float("nan"),
+        "sustained_fps": sustained,
+        "wall_s": done - start,
+    }
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    frames = make_frames(args.width, args.height)
+    bare = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames)
+    print(f"bare {bare['engine']} at batch {bare['batch']}: {bare['frames_per_s']:.1f} frames/s", flush=True)
+    base = Settings.from_env()
+    rows = []
+    with kafka_cluster(base) as cluster:
+        run = uuid.uuid4().hex[:6]
+        settings = base.replace(
+            kafka_bootstrap_servers=cluster.bootstrap,
+            topic_prefix=f"e2e-{run}",
+            app_id=f"e2e-worker-{run}",
+            web_port=free_port(),
+            model_path=args.model,
+            engine=args.engine,
+            max_batch=args.max_batch,
+            inference_threads=args.threads,
+            decision_thresholds="1.0",
+            line_travel_ms=str(args.budget_ms),
+            retrain_low_confidence_below=0.0,
+            retrain_audit_rate=0.0,
+            model_reload_interval_s=0,
+        )
+        create_topics(settings)
+        log_path = settings.cache_dir / "run" / f"e2e-worker-{run}.log"
+        with WorkerProcess(settings, log_path) as worker:
+            worker.wait_ready()
+            run_rate(settings, frames, None, 40, "warmup")  # first batches pay for allocations and connections
+            for fps in [float(r) for r in args.rates.split(",") if r.strip()]:
+                row = run_rate(settings, frames, fps, int(fps * args.seconds), f"rate{fps:g}")
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            burst = run_rate(settings, frames, None, args.burst, "burst")
+            print(json.dumps(burst), flush=True)
+            if worker.returncode is not None:
+                raise RuntimeError(f"worker died:\n{worker.log_tail()}")
+    result = {
+        "machine": machine_info(args.threads),
+        "model": str(args.model),
+        "frame": f"{args.width}x{args.height} JPEG q90 ({statistics.fmean(len(f) for f in frames) / 1024:.0f} KB)",
+        "budget_ms": args.budget_ms,
+        "bare": bare,
+        "fixed_rates": rows,
+        "max_rate": burst,
+        "max_rate_over_bare": burst["sustained_fps"] / bare["frames_per_s"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print_table(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"e2e_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {path}")
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    m = result["machine"]
+    print(f"\n{m['cpu']}, {m['threads']} worker threads; {result['frame']}; budget {result['budget_ms']:.0f} ms")
+    print("| offered rate | frames | capture->gate p50 / p95 / p99 ms | deadline misses | mean batch |")
+    print("|---|---|---|---|---|")
+    for r in result["fixed_rates"]:
+        c = r["capture_to_gate_ms"]
+        print(
+            f"| {r['offered_fps']:.0f} fps | {r['frames']} | {c['p50']:.1f} / {c['p95']:.1f} / {c['p99']:.1f} "
+            f"| {r['deadline_misses']} | {r['mean_batch']:.1f} |"
+        )
+    b = result["bare"]
+    print(
+        f"\nmax sustained rate {result['max_rate']['sustained_fps']:.1f} frames/s "
+        f"(burst of {result['max_rate']['frames']}, mean batch {result['max_rate']['mean_batch']:.1f}); "
+        f"bare {b['engine']} decode+predict at batch {b['batch']}: {b['frames_per_s']:.1f} frames/s; "
+        f"ratio {result['max_rate_over_bare']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
