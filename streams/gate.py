@@ -89,7 +89,12 @@ class RejectGate:
     def poll(self, timeout_s: float = 0.1) -> list[RejectCommand]:
         """This line's reject commands that arrived in time, within ``timeout_s``; misses go to ``on_missed``."""
         out = []
-        for msg in self.consumer.consume(num_messages=100, timeout=timeout_s):
+        # poll() returns as soon as one command is there; consume() would wait for a full batch or the timeout,
+        # adding up to timeout_s to every actuation. What else already arrived is drained without waiting.
+        first = self.consumer.poll(timeout_s)
+        if first is None:
+            return out
+        for msg in [first, *self.consumer.consume(num_messages=100, timeout=0)]:
             if msg.error():
                 log.error("reject-command consumer error: %s", msg.error())
                 continue

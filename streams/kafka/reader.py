@@ -31,7 +31,10 @@ class TopicReader:
 
     def poll(self, timeout_s: float = 0.2) -> list[ReadRecord]:
         out = []
-        for msg in self.consumer.consume(num_messages=500, timeout=timeout_s):
+        first = self.consumer.poll(timeout_s)  # returns on the first record; consume() would wait out the timeout
+        if first is None:
+            return out
+        for msg in [first, *self.consumer.consume(num_messages=500, timeout=0)]:
             if msg.error():
                 raise RuntimeError(f"consumer error: {msg.error()}")
             out.append(ReadRecord(msg.key(), msg.value(), msg.partition(), msg.offset()))

@@ -189,14 +189,31 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
                 )
                 for event in events
             ]
-            t0 = time.perf_counter()
+            work = asyncio.ensure_future(process(loop, frames))
             try:
-                outgoing = await loop.run_in_executor(executor, inspector.inspect, frames)
-            except Exception as exc:  # the worker must survive anything one batch can throw at it
-                log.exception("inspection of a batch of %d frames failed", len(frames))
-                outgoing = inspector.fail_safe(frames, "inspection_failed", repr(exc))
-            metrics.observe_batch(len(frames), time.perf_counter() - t0, outgoing)
-            await deliver(outgoing)
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # Shutdown while a batch is in flight. take_events acks the batch when this loop is left, whatever
+                # happened to it, and Faust then commits: finish and deliver the batch first, and if that cannot
+                # be done, exit without acking so the frames are inspected again by the next worker.
+                try:
+                    await asyncio.wait_for(asyncio.shield(work), timeout=DELIVERY_DEADLINE_S)
+                except BaseException:
+                    log.critical(
+                        "shutdown with %d frames in flight that could not be delivered; exiting unacked", len(frames)
+                    )
+                    os._exit(70)
+                raise
+
+    async def process(loop: asyncio.AbstractEventLoop, frames: list[IncomingFrame]) -> None:
+        t0 = time.perf_counter()
+        try:
+            outgoing = await loop.run_in_executor(executor, inspector.inspect, frames)
+        except Exception as exc:  # the worker must survive anything one batch can throw at it
+            log.exception("inspection of a batch of %d frames failed", len(frames))
+            outgoing = inspector.fail_safe(frames, "inspection_failed", repr(exc))
+        metrics.observe_batch(len(frames), time.perf_counter() - t0, outgoing)
+        await deliver(outgoing)
 
     @app.agent(stats_source, name="line-stats")
     async def line_stats(stream: faust.StreamT) -> None:
