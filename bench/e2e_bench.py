@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench.model_bench import machine_info
+from bench.model_bench import machine_info, save_result
 from models import synthetic
 from models.engines import load_engine
 from models.preprocess import decode_image, preprocess_batch
@@ -39,6 +39,7 @@ from streams.kafka import topics
 from streams.kafka.broker import free_port, kafka_cluster
 from streams.kafka.reader import TopicReader
 from streams.kafka.topics import create_topics
+from streams.quantiles import nearest_rank
 from streams.settings import Settings
 from streams.worker.process import WorkerProcess
 
@@ -102,13 +103,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _quantile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    data = sorted(values)
-    return data[min(len(data) - 1, int(q * len(data)))]
-
-
 def run_rate(
     settings: Settings, frames: list[bytes], fps: float | None, count: int, tag: str, pids: dict[str, int] | None = None
 ) -> dict[str, Any]:
@@ -139,15 +133,16 @@ def run_rate(
     start = time.monotonic()
     stats = camera.run(((("", f, "image/jpeg") for f in islice(cycle(frames), count))), fps=fps)
     mine: list[InspectionResult] = []
+    parsed = 0
 
-    def collect(records: list) -> bool:
+    def collect(records: list) -> bool:  # parse only what arrived since the last call
+        nonlocal parsed
         mine.extend(
-            r for r in (InspectionResult.from_json(x.value) for x in records[len(collect.seen) :]) if r.camera_id == tag
+            r for r in map(InspectionResult.from_json, (x.value for x in records[parsed:])) if r.camera_id == tag
         )
-        collect.seen = list(records)
+        parsed = len(records)
         return len(mine) >= count
 
-    collect.seen = []
     reader.read_until(collect, timeout_s=120)
     done = time.monotonic()
     cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
@@ -169,11 +164,15 @@ def run_rate(
         "results": len(mine),
         "gate_commands": len(arrivals),
         "deadline_misses": sum(missed for _, missed in arrivals.values()),
-        "capture_to_gate_ms": {"p50": _quantile(lat, 0.5), "p95": _quantile(lat, 0.95), "p99": _quantile(lat, 0.99)},
-        "capture_to_decision_ms_p99": _quantile([r.timings_ms["total_since_capture"] for r in mine], 0.99),
+        "capture_to_gate_ms": {
+            "p50": nearest_rank(lat, 0.5),
+            "p95": nearest_rank(lat, 0.95),
+            "p99": nearest_rank(lat, 0.99),
+        },
+        "capture_to_decision_ms_p99": nearest_rank([r.timings_ms["total_since_capture"] for r in mine], 0.99),
         # Where the tail comes from: waiting before the worker had the frame, or the batch's own work.
-        "queue_wait_ms_p99": _quantile([r.timings_ms["queue_wait"] for r in mine], 0.99),
-        "inference_ms_p99": _quantile([r.timings_ms["inference"] for r in mine], 0.99),
+        "queue_wait_ms_p99": nearest_rank([r.timings_ms["queue_wait"] for r in mine], 0.99),
+        "inference_ms_p99": nearest_rank([r.timings_ms["inference"] for r in mine], 0.99),
         "slow_frames": sorted(
             (
                 {"capture_s": round((r.capture_ts_ns - mine[0].capture_ts_ns) / 1e9, 3), **r.timings_ms}
@@ -243,10 +242,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print_table(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"e2e_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {path}")
+    save_result(args.out, "e2e_bench", result)
     return result
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.model_bench import machine_info
+from bench.model_bench import machine_info, save_result
 from models import data as ds
 from models.engines import cuda_status, load_engine
 
@@ -95,10 +95,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             f"| {r['engine']} | {r['top1_agreement']:.4f} | {r['disagreements']} | {r['accuracy']:.4f} "
             f"| {r['max_abs_prob_diff']:.2e} |"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"engine_agreement-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    save_result(args.out, "engine_agreement", result)
     return result
 
 

@@ -75,6 +75,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def save_result(out: Path, name: str, result: dict[str, Any]) -> Path:
+    """Write a benchmark's JSON as ``out/<name>-<UTC timestamp>.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {path}")
+    return path
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -370,10 +379,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print_table(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"model_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {path}")
+    save_result(args.out, "model_bench", result)
     return result
 
 

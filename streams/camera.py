@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from schemas.frame import FrameMeta
 from streams.kafka import topics
 from streams.kafka.config import producer_config
+from streams.quantiles import nearest_rank
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,7 @@ class CameraStats:
         return self.sent / elapsed if elapsed > 0 else 0.0
 
     def delivery_ms_quantile(self, q: float) -> float:
-        if not self.delivery_ms:
-            return float("nan")
-        data = sorted(self.delivery_ms)
-        return data[min(len(data) - 1, int(q * len(data)))]
+        return nearest_rank(self.delivery_ms, q)
 
 
 class CameraGateway:

@@ -24,6 +24,7 @@ from streams.kafka import topics
 from streams.kafka.broker import free_port, kafka_cluster
 from streams.kafka.reader import TopicReader
 from streams.kafka.topics import create_topics
+from streams.quantiles import nearest_rank
 from streams.settings import Settings
 from streams.sources import synthetic_frames
 from streams.worker.process import WorkerProcess
@@ -49,10 +50,7 @@ class DemoSummary:
 
     def latency_ms(self, q: float) -> float:
         """Nearest-rank quantile of capture -> verdict latency."""
-        if not self.latencies_ms:
-            return float("nan")
-        data = sorted(self.latencies_ms)
-        return data[min(len(data) - 1, int(q * len(data)))]
+        return nearest_rank(self.latencies_ms, q)
 
 
 def _count_results(settings: Settings, summary: DemoSummary, truth: dict[str, str], stop: threading.Event) -> None:
