@@ -27,11 +27,16 @@ class SpatialAttention(nn.Module):
         return x * torch.sigmoid(self.conv(pooled))
 
 
-def _backbone(name: str) -> tuple[nn.Module, int]:
+def _backbone(name: str, zero_init_residual: bool = False) -> tuple[nn.Module, int]:
     """Feature extractor (ends with the last conv feature map) and its channel count."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    net = getattr(torchvision.models, name)(weights=None)
+    if zero_init_residual and not name.startswith("resnet"):
+        raise ValueError(f"zero_init_residual applies to ResNet backbones only, not {name}")
+    # Zero-initialising the last BN of each residual block starts every block as identity, which makes a
+    # from-scratch ResNet-50 train like a shallower net early on (Goyal et al. 2017); init only, same weights layout.
+    extra = {"zero_init_residual": True} if zero_init_residual else {}
+    net = getattr(torchvision.models, name)(weights=None, **extra)
     if name.startswith("resnet"):
         features = nn.Sequential(*list(net.children())[:-2])
         channels = net.fc.in_features
@@ -42,10 +47,17 @@ def _backbone(name: str) -> tuple[nn.Module, int]:
 
 
 class DefectClassifier(nn.Module):
-    def __init__(self, num_classes: int, backbone: str = "resnet50", dropout: float = 0.3, hidden: int = 512):
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet50",
+        dropout: float = 0.3,
+        hidden: int = 512,
+        zero_init_residual: bool = False,
+    ):
         super().__init__()
         self.backbone_name = backbone
-        self.features, channels = _backbone(backbone)
+        self.features, channels = _backbone(backbone, zero_init_residual)
         self.attention = SpatialAttention()
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),

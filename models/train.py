@@ -53,7 +53,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, default=128, help="square input size in pixels (default: 128)")
     p.add_argument("--epochs", type=int, default=60, help="maximum epochs (default: 60)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
-    p.add_argument("--opt", default="adamw", choices=["adamw", "adam"], help="optimizer (default: adamw)")
+    p.add_argument("--opt", default="adamw", choices=["adamw", "adam", "sgd"], help="optimizer (default: adamw)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, Nesterov (default: 0.9)")
+    p.add_argument(
+        "--zero-init-residual",
+        action="store_true",
+        help="ResNets: zero-init the last BN of each residual block (default: off)",
+    )
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     p.add_argument("--weight-decay", type=float, default=0.05, help="weight decay (default: 0.05)")
     p.add_argument(
@@ -193,7 +199,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     val_set = ds.ImageDataset(splits["val"], class_names, args.input_size, reencode=args.reencode)
     test_set = ds.ImageDataset(splits["test"], class_names, args.input_size, reencode=args.reencode)
 
-    model = DefectClassifier(len(class_names), args.backbone)
+    model = DefectClassifier(len(class_names), args.backbone, zero_init_residual=args.zero_init_residual)
     if args.weights:
         model.load_backbone_weights(args.weights)
     model.to(device)
@@ -203,8 +209,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     criterion = CombinedLoss(args.loss_a, args.focal_gamma, class_alpha(counts, args.alpha), args.label_smoothing).to(
         device
     )
-    opt_cls = torch.optim.AdamW if args.opt == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if args.opt == "sgd":
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=True, weight_decay=args.weight_decay
+        )
+    else:
+        opt_cls = torch.optim.AdamW if args.opt == "adamw" else torch.optim.Adam
+        optimizer = opt_cls(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sampler = ds.balanced_sampler(train_set.labels, len(class_names), args.seed) if args.balanced else None
     generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(

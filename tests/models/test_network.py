@@ -45,3 +45,17 @@ def test_mismatched_weights_file_is_refused(tmp_path):
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "resnet34.pth")
     with pytest.raises(RuntimeError):
         DefectClassifier(num_classes=4, backbone="resnet18").load_backbone_weights(tmp_path / "resnet34.pth")
+
+
+def test_zero_init_residual_starts_every_block_as_identity():
+    import torchvision
+
+    net = DefectClassifier(4, "resnet18", zero_init_residual=True)
+    blocks = [m for m in net.features.modules() if isinstance(m, torchvision.models.resnet.BasicBlock)]
+    assert blocks and all(float(b.bn2.weight.abs().sum()) == 0.0 for b in blocks)
+    plain = DefectClassifier(4, "resnet18")
+    assert all(float(b.bn2.weight.abs().sum()) > 0 for b in plain.features.modules() if hasattr(b, "bn2"))
+    # Init only: the same state-dict layout, so checkpoints load either way.
+    assert net.state_dict().keys() == plain.state_dict().keys()
+    with pytest.raises(ValueError, match="ResNet backbones only"):
+        DefectClassifier(4, "mobilenet_v3_large", zero_init_residual=True)
