@@ -30,6 +30,10 @@ from models.engines.openvino_engine import MODEL_FILE, OpenVINOEngine
 from models.engines.torch_engine import TorchEngine
 from models.train import code_version
 
+# Parts of DefectClassifier that can be kept in FP32: the first conv (sees raw pixels), the attention conv (its
+# sigmoid mask scales every feature) and the two head layers (the logits themselves).
+FP32_PARTS = ("stem", "attention", "head")
+
 
 class QuantizationRefused(RuntimeError):
     """The INT8 model disagrees with FP32 beyond the guard's limits; no artifact was written."""
@@ -56,9 +60,21 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--max-drop", type=float, default=0.005, help="maximum accuracy drop, as a fraction (default: 0.005)"
     )
     p.add_argument(
-        "--fp32-attention",
-        action="store_true",
-        help="keep the spatial-attention conv in FP32 (default: quantize it too, if the guard passes)",
+        "--fp32-parts",
+        default="",
+        help=f"comma-separated parts kept in FP32, of {', '.join(FP32_PARTS)} (default: none, all INT8)",
+    )
+    p.add_argument(
+        "--preset",
+        default="performance",
+        choices=["performance", "mixed"],
+        help="NNCF preset: performance = symmetric INT8, mixed = asymmetric activations (default: performance)",
+    )
+    p.add_argument(
+        "--bias-correction",
+        default="fast",
+        choices=["fast", "full"],
+        help="NNCF bias correction: fast, or full (slower, closer to FP32) (default: fast)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for picking calibration images (default: 0)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = all (default: 0)")
@@ -80,6 +96,58 @@ def _stratified_subset(records: list[ds.ImageRecord], size: int, seed: int) -> l
     return chosen
 
 
+def _fp32_op_names(ov_model: Any, parts: tuple[str, ...]) -> list[str]:
+    unknown = set(parts) - set(FP32_PARTS)
+    if unknown:
+        raise ValueError(f"unknown FP32 parts {sorted(unknown)}; choose from {', '.join(FP32_PARTS)}")
+    ops = ov_model.get_ordered_ops()
+    names: list[str] = []
+    if "stem" in parts:  # OpenVINO renames BN-folded backbone convs, so the stem is found by order, not by name
+        names += [next(op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution")]
+    for part in ("attention", "head"):
+        if part in parts:
+            found = [op.get_friendly_name() for op in ops if f"__module.{part}" in op.get_friendly_name()]
+            if not found:
+                raise RuntimeError(f"no {part} ops found in the converted model")
+            names += found
+    return names
+
+
+def quantize_openvino(
+    model: torch.nn.Module,
+    calibration: list[np.ndarray],
+    input_size: int,
+    *,
+    fp32_parts: tuple[str, ...] = (),
+    preset: str = "performance",
+    bias_correction: str = "fast",
+) -> tuple[Any, list[str]]:
+    """Convert a torch classifier to OpenVINO and quantize it with NNCF; returns the INT8 model and the names
+    of the ops kept in FP32."""
+    import nncf
+    import openvino as ov
+
+    ov_model = ov.convert_model(
+        model,
+        example_input=torch.zeros(1, 3, input_size, input_size),
+        input=[ov.PartialShape([-1, 3, input_size, input_size])],
+    )
+    ignored = None
+    names = _fp32_op_names(ov_model, fp32_parts)
+    if names:
+        ignored = nncf.IgnoredScope(names=names, validate=False)
+    quantized = nncf.quantize(
+        ov_model,
+        nncf.Dataset(calibration),
+        subset_size=len(calibration),
+        # performance = symmetric INT8: the fast path of CPU VNNI/AMX kernels; mixed = asymmetric activations
+        preset=nncf.QuantizationPreset.PERFORMANCE if preset == "performance" else nncf.QuantizationPreset.MIXED,
+        fast_bias_correction=bias_correction == "fast",
+        ignored_scope=ignored,
+    )
+    return quantized, (ignored.names if ignored else [])
+
+
 def _batches(dataset: ds.ImageDataset, batch_size: int = 32) -> list[np.ndarray]:
     items = [dataset[i][0].numpy() for i in range(len(dataset))]
     return [np.stack(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
@@ -98,7 +166,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _quantize(args: argparse.Namespace, run: Path, tmp: Path) -> dict[str, Any]:
-    import nncf
     import openvino as ov
 
     # Work on a private copy: training may still replace best.pt, and the INT8 model, the stored checkpoint,
@@ -123,22 +190,13 @@ def _quantize(args: argparse.Namespace, run: Path, tmp: Path) -> dict[str, Any]:
     )
 
     started = time.perf_counter()
-    ov_model = ov.convert_model(
-        model, example_input=torch.zeros(1, 3, size, size), input=[ov.PartialShape([-1, 3, size, size])]
-    )
-    ignored = None
-    if args.fp32_attention:
-        names = [op.get_friendly_name() for op in ov_model.get_ordered_ops() if "attention" in op.get_friendly_name()]
-        if not names:
-            raise RuntimeError("--fp32-attention: no attention ops found in the converted model")
-        ignored = nncf.IgnoredScope(names=names, validate=False)
-    calibration = nncf.Dataset([calib_set[i][0].numpy()[None] for i in range(len(calib_set))])
-    quantized = nncf.quantize(
-        ov_model,
-        calibration,
-        subset_size=len(calib_set),
-        preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric INT8: the fast path of CPU VNNI/AMX kernels
-        ignored_scope=ignored,
+    quantized, fp32_ops = quantize_openvino(
+        model,
+        [calib_set[i][0].numpy()[None] for i in range(len(calib_set))],
+        size,
+        fp32_parts=tuple(p for p in args.fp32_parts.split(",") if p),
+        preset=args.preset,
+        bias_correction=args.bias_correction,
     )
     quantize_seconds = time.perf_counter() - started
 
@@ -158,7 +216,9 @@ def _quantize(args: argparse.Namespace, run: Path, tmp: Path) -> dict[str, Any]:
             "fingerprint": calib_fp,
             "split": "train",
             "seed": args.seed,
-            "fp32_ops": ignored.names if ignored else [],
+            "fp32_ops": fp32_ops,
+            "preset": args.preset,
+            "bias_correction": args.bias_correction,
             "reencode": reencode,
         },
         accuracy={},

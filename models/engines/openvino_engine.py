@@ -13,9 +13,15 @@ from models.engines.artifact import read_meta
 from models.engines.base import EngineError
 
 MODEL_FILE = "model.xml"
+COMPILE_CONFIG = {
+    # Without this hint OpenVINO runs non-quantized layers in BF16 on CPUs that support it, which makes
+    # its numbers differ from the FP32 reference the accuracy guard measured against.
+    "INFERENCE_PRECISION_HINT": "f32",
+    "PERFORMANCE_HINT": "LATENCY",
+}
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -40,12 +46,7 @@ class OpenVINOEngine:
         self.version = meta.version
         self.model_name = meta.backbone
         self.meta = meta
-        config = {
-            # Without this hint OpenVINO runs non-quantized layers in BF16 on CPUs that support it, which makes
-            # its numbers differ from the FP32 reference the accuracy guard measured against.
-            "INFERENCE_PRECISION_HINT": "f32",
-            "PERFORMANCE_HINT": "LATENCY",
-        }
+        config: dict[str, str | int] = dict(COMPILE_CONFIG)
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
@@ -59,4 +60,4 @@ class OpenVINOEngine:
         if x.ndim != 4 or x.shape[1:] != (3, self.input_size, self.input_size):
             raise ValueError(f"expected a (N, 3, {self.input_size}, {self.input_size}) batch, got {x.shape}")
         logits = self._request.infer({0: x})[0]
-        return _softmax(np.asarray(logits, dtype=np.float32))
+        return softmax(np.asarray(logits, dtype=np.float32))

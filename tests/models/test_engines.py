@@ -166,3 +166,19 @@ def test_model_bench_runs_and_reports_ratios(artifact, small_run, tmp_path):
     assert {d["frame"] for d in result["decode"]} == {"640x480", "1280x1024"}
     assert result["reduced_decode_effect"]["images"] > 0
     assert list(tmp_path.glob("model_bench-*.json"))
+
+
+def test_fp32_parts_name_the_right_ops_and_refuse_unknown_parts():
+    import openvino as ov
+
+    from models.network import DefectClassifier
+
+    ov_model = ov.convert_model(DefectClassifier(3, "resnet18").eval(), example_input=torch.zeros(1, 3, 64, 64))
+    convs = [op.get_friendly_name() for op in ov_model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    assert quantize._fp32_op_names(ov_model, ()) == []
+    assert quantize._fp32_op_names(ov_model, ("stem",)) == [convs[0]]
+    head = quantize._fp32_op_names(ov_model, ("head",))
+    assert len(head) >= 2 and all("__module.head" in n for n in head)
+    assert all("__module.attention" in n for n in quantize._fp32_op_names(ov_model, ("attention",)))
+    with pytest.raises(ValueError, match="unknown FP32 parts"):
+        quantize._fp32_op_names(ov_model, ("backbone",))
