@@ -1,6 +1,7 @@
 # Two entry points do all set-up on a fresh machine: `make demo` and `make test`.
 # Both are idempotent: the venv is reinstalled only when pyproject.toml changes (the stamp carries its hash),
-# and the Kafka jars are fetched only when their cache directory is missing.
+# and the Kafka jars are fetched only when their cache directory is missing. `make test` also installs the deployment
+# validators (promtool, kustomize, docker compose) into .tools/, once per version (deploy/tools/install.sh).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ PYPROJECT_HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
 STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
 PYTEST_ARGS ?=
 
-.PHONY: setup venv kafka-jars demo test lint clean
+.PHONY: setup venv kafka-jars tools demo test deploy-check lint clean clean-tools
 
 setup: venv kafka-jars
 
@@ -23,11 +24,18 @@ $(STAMP): pyproject.toml
 kafka-jars: venv
 	$(PY) -m streams.cli broker fetch
 
+tools:
+	bash deploy/tools/install.sh
+
 demo: setup
 	$(PY) -m streams.cli demo
 
-test: setup
+test: setup tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Only the deployment checks (compose, Kubernetes, Prometheus, Grafana, Dockerfiles).
+deploy-check: setup tools
+	$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -35,3 +43,7 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Separate from clean: rebuilding the tools takes minutes.
+clean-tools:
+	rm -rf .tools

@@ -30,6 +30,19 @@ class Settings:
     kafka_bootstrap_servers: str | None = None
     kafka_version: str = "4.1.1"
     topic_prefix: str = "defectstream"
+    # Kafka client security, for every client (camera, gate, sink, topic admin, worker). PLAINTEXT suits the local
+    # broker and a private plant network; a shared cluster expects SASL_SSL with SCRAM. Credentials come from the
+    # environment (a Kubernetes Secret, a compose env file), never from the repo or an image; streams.kafka.config
+    # checks the combination and turns it into librdkafka and Faust settings.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    # PEM files: the CA that signed the brokers' certificates (default: the system store), and a client
+    # certificate + unencrypted key for mutual TLS.
+    kafka_ssl_ca_location: Path | None = None
+    kafka_ssl_certificate_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
 
     # Worker (Faust app).
     app_id: str = "defectstream-worker"

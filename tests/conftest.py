@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka.broker import Cluster, kafka_cluster
+from streams.kafka.broker import SCRAM_MECHANISM, SCRAM_USER, Cluster, kafka_cluster
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
 
@@ -34,6 +34,20 @@ def kafka_settings(kafka: Cluster, base_settings: Settings) -> Settings:
     )
     create_topics(settings)
     return settings
+
+
+@pytest.fixture
+def scram_settings(kafka: Cluster, kafka_settings: Settings) -> Settings:
+    """``kafka_settings`` over the local broker's SASL/SCRAM listener (topics were created over PLAINTEXT)."""
+    if kafka.local is None or not kafka.local.sasl_bootstrap:
+        pytest.skip("an external cluster (KAFKA_BOOTSTRAP_SERVERS) has no SCRAM listener known to the tests")
+    return kafka_settings.replace(
+        kafka_bootstrap_servers=kafka.local.sasl_bootstrap,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism=SCRAM_MECHANISM,
+        kafka_sasl_username=SCRAM_USER,
+        kafka_sasl_password=kafka.local.sasl_password,
+    )
 
 
 @pytest.fixture(scope="session")

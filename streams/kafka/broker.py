@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from streams.kafka.config import MAX_MESSAGE_BYTES
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_DEPLOY_DIR = Path(os.environ.get("DEFECTSTREAM_KAFKA_DEPLOY_DIR", REPO_ROOT / "deploy" / "kafka"))
 STATE_FILE = "broker.json"
+# The local broker also listens with SASL/SCRAM so that the clients' security settings meet a real server
+# (tests/streams/kafka/test_security.py). The user is created at format time; its password is random per start and
+# kept only in the run directory's state file.
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_USER = "defectstream"
 
 
 class BrokerError(RuntimeError):
@@ -44,6 +50,9 @@ class BrokerState:
     work_dir: str
     log_file: str
     started_at: float
+    # SASL_PLAINTEXT listener with SCRAM_MECHANISM for SCRAM_USER (None in state files of older versions).
+    sasl_bootstrap: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
 
     @property
     def config_file(self) -> str:
@@ -91,16 +100,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
+
+
+def _server_properties(data_dir: Path, port: int, controller_port: int, sasl_port: int) -> str:
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": (
+            f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},CONTROLLER://127.0.0.1:{controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        # SCRAM on the SASL listener only; its user is created by `StorageTool format --add-scram`.
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
         "log.dirs": str(data_dir),
         # Topics are declared in code (streams.kafka.topics); never let a typo create one.
         "auto.create.topics.enable": "false",
@@ -216,12 +240,10 @@ class LocalKafka:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="kafka-", dir=self.run_dir))
         data = work / "data"
-        port = free_port()
-        controller_port = free_port()
-        while controller_port == port:
-            controller_port = free_port()
+        port, controller_port, sasl_port = _distinct_free_ports(3)
+        sasl_password = secrets.token_urlsafe(18)
         config_file = work / "server.properties"
-        config_file.write_text(_server_properties(data, port, controller_port))
+        config_file.write_text(_server_properties(data, port, controller_port, sasl_port))
         log_file = work / "broker.log"
         classpath = f"{libs}/*"
         cluster_id = str(uuid_to_kafka_id(uuid.uuid4()))
@@ -237,6 +259,8 @@ class LocalKafka:
                 cluster_id,
                 "-c",
                 str(config_file),
+                "--add-scram",
+                f"{SCRAM_MECHANISM}=[name={SCRAM_USER},password={sasl_password}]",
             ],
             capture_output=True,
             text=True,
@@ -269,8 +293,11 @@ class LocalKafka:
             work_dir=str(work),
             log_file=str(log_file),
             started_at=time.time(),
+            sasl_bootstrap=f"127.0.0.1:{sasl_port}",
+            sasl_password=sasl_password,
         )
         self.state_path.write_text(json.dumps(asdict(state)))
+        self.state_path.chmod(0o600)  # it holds the SCRAM password
         try:
             ready_id = wait_until_ready(state.bootstrap, timeout_s, proc)
         except BrokerError as exc:

@@ -1,11 +1,13 @@
 """Configuration of every Kafka client the project creates, in one place.
 
 Edge clients (camera gateway, reject gate, dataset sink) use confluent-kafka; the worker uses Faust (aiokafka),
-configured in :mod:`streams.worker.app` from the same settings.
+configured in :mod:`streams.worker.app` from the same settings. Security (SASL/SCRAM, TLS) is one function for both:
+:func:`security_config` for librdkafka, :func:`faust_broker_credentials` for Faust.
 """
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from streams.settings import Settings
@@ -26,9 +28,110 @@ def bootstrap(settings: Settings) -> str:
 # librdkafka logs connection chatter at INFO (6); warnings and errors (<= 4) still reach stderr.
 CLIENT_LOG_LEVEL = 4
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# What both librdkafka and aiokafka (the worker's Faust client) implement; GSSAPI/OAUTHBEARER would need more set-up.
+SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
+
+
+def security_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka security properties from the settings; empty for PLAINTEXT, so the defaults stay untouched.
+
+    A half-configured combination is an error, not a fallback: credentials or certificates that the protocol would
+    ignore mean the operator expected a protection the connection would silently lack."""
+    protocol = settings.kafka_security_protocol.strip().upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ValueError(
+            f"{Settings.env_name('kafka_security_protocol')}={settings.kafka_security_protocol!r}: "
+            f"expected one of {', '.join(SECURITY_PROTOCOLS)}"
+        )
+    sasl = protocol.startswith("SASL_")
+    tls = protocol.endswith("SSL")
+    given = {
+        name
+        for name in (
+            "kafka_sasl_username",
+            "kafka_sasl_password",
+            "kafka_ssl_ca_location",
+            "kafka_ssl_certificate_location",
+            "kafka_ssl_key_location",
+        )
+        if getattr(settings, name)
+    }
+    unused = sorted(
+        n for n in given if (n.startswith("kafka_sasl_") and not sasl) or (n.startswith("kafka_ssl_") and not tls)
+    )
+    if unused:
+        raise ValueError(
+            f"{', '.join(Settings.env_name(n) for n in unused)} set, but security protocol {protocol} does not use "
+            f"{'it' if len(unused) == 1 else 'them'}: set {Settings.env_name('kafka_security_protocol')} accordingly"
+        )
+    config: dict[str, Any] = {}
+    if protocol == "PLAINTEXT":
+        return config
+    config["security.protocol"] = protocol
+    if sasl:
+        mechanism = settings.kafka_sasl_mechanism.strip().upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise ValueError(
+                f"{Settings.env_name('kafka_sasl_mechanism')}={settings.kafka_sasl_mechanism!r}: "
+                f"expected one of {', '.join(SASL_MECHANISMS)}"
+            )
+        missing = [Settings.env_name(n) for n in ("kafka_sasl_username", "kafka_sasl_password") if n not in given]
+        if missing:
+            raise ValueError(f"security protocol {protocol} needs {' and '.join(missing)}")
+        config.update(
+            {
+                "sasl.mechanism": mechanism,
+                "sasl.username": settings.kafka_sasl_username,
+                "sasl.password": settings.kafka_sasl_password,
+            }
+        )
+    if tls:
+        if ("kafka_ssl_certificate_location" in given) != ("kafka_ssl_key_location" in given):
+            raise ValueError(
+                f"mutual TLS needs both {Settings.env_name('kafka_ssl_certificate_location')} and "
+                f"{Settings.env_name('kafka_ssl_key_location')}"
+            )
+        # Without a CA file, librdkafka looks for the system's CA bundle ("probe"), as Python's ssl does for Faust.
+        config["ssl.ca.location"] = "probe"
+        for name, key in (
+            ("kafka_ssl_ca_location", "ssl.ca.location"),
+            ("kafka_ssl_certificate_location", "ssl.certificate.location"),
+            ("kafka_ssl_key_location", "ssl.key.location"),
+        ):
+            if name in given:
+                config[key] = str(getattr(settings, name))
+    return config
+
+
+def faust_broker_credentials(settings: Settings) -> Any | None:
+    """The same security settings as Faust's ``broker_credentials`` (aiokafka); None for PLAINTEXT.
+
+    Faust is imported here, not at module level: the edge clients' image ships confluent-kafka only."""
+    config = security_config(settings)
+    protocol = config.get("security.protocol", "PLAINTEXT")
+    if protocol == "PLAINTEXT":
+        return None
+    import faust
+
+    context = None
+    if protocol.endswith("SSL"):
+        ca = settings.kafka_ssl_ca_location
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)  # None: the system's CA bundle
+        if "ssl.certificate.location" in config:
+            context.load_cert_chain(config["ssl.certificate.location"], config["ssl.key.location"])
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=config["sasl.username"],
+            password=config["sasl.password"],
+            mechanism=config["sasl.mechanism"],
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context)
+
 
 def admin_config(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap(settings), "log_level": CLIENT_LOG_LEVEL}
+    return {"bootstrap.servers": bootstrap(settings), "log_level": CLIENT_LOG_LEVEL, **security_config(settings)}
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -43,6 +146,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         # accepts is one the broker accepts.
         "message.max.bytes": MAX_MESSAGE_BYTES - 64 * 1024,
         "compression.type": "none",  # JPEG/PNG do not compress further; spending CPU on it only adds latency.
+        **security_config(settings),
     }
     config.update(extra)
     return config
@@ -61,6 +165,7 @@ def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str
         "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
         "session.timeout.ms": 10000,
         "heartbeat.interval.ms": 1000,
+        **security_config(settings),
     }
     config.update(extra)
     return config

@@ -31,7 +31,7 @@ from schemas import frame as frame_schema
 from schemas.records import DeadLetter, InspectionResult, SchemaError
 from streams.inspection import UNKNOWN_LINE, FrameInspector, IncomingFrame, Outgoing
 from streams.kafka import topics
-from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap
+from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_credentials
 from streams.settings import Settings
 from streams.worker import stats
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
@@ -86,6 +86,7 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap(settings)}",
+        broker_credentials=faust_broker_credentials(settings),
         key_serializer="raw",
         value_serializer="raw",
         store="memory://",
@@ -143,8 +144,9 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
         """Send every record and wait until Kafka has it, before take_events acks the batch.
 
         Reject commands go first: if anything goes wrong afterwards, the gate has already been told. Failed sends
-        are retried (the producer is idempotent). If Kafka stays unreachable past DELIVERY_DEADLINE_S the process
-        exits hard, so the batch is never acked: a restarted worker inspects it again rather than losing it."""
+        are retried (Faust's producer is not idempotent: a retry can repeat a record, which consumers de-duplicate
+        by part id). If Kafka stays unreachable past DELIVERY_DEADLINE_S the process exits hard, so the batch is
+        never acked: a restarted worker inspects it again rather than losing it."""
         pending = sorted(outgoing, key=lambda o: o.role != topics.REJECT_COMMANDS)
         deadline = time.monotonic() + DELIVERY_DEADLINE_S
         backoff = 0.1

@@ -30,6 +30,12 @@ class WorkerMetrics:
             ["line", "decision"],
             registry=r,
         )
+        self.predictions = Counter(
+            "defectstream_predictions_total",
+            "Inspection results, by line, predicted class and decision",
+            ["line", "label", "decision"],
+            registry=r,
+        )
         self.reject_commands = Counter(
             "defectstream_reject_commands_total",
             "Reject commands sent, by line, action and reason",
@@ -107,6 +113,7 @@ class WorkerMetrics:
             rec = o.record
             if isinstance(rec, InspectionResult):
                 self.frames.labels(rec.line_id, rec.decision).inc()
+                self.predictions.labels(rec.line_id, rec.label, rec.decision).inc()
                 self.queue_wait.observe(max(0.0, rec.timings_ms["queue_wait"]) / 1000)
                 self.capture_to_decision.labels(rec.line_id).observe(
                     max(0.0, rec.timings_ms["total_since_capture"]) / 1000

@@ -142,7 +142,7 @@ def test_mixed_frames_every_frame_accounted_for(kafka_settings, skeleton_model, 
             windows = _latest_windows([LineStats.from_json(r.value) for r in recs], 2.0)
             return sum(w.frames for w in windows.values()) >= TOTAL_FRAMES
 
-        line_stats = [LineStats.from_json(r.value) for r in reader.read_until(stats_complete, 60, settle_s=3.0)]
+        line_stats = [LineStats.from_json(r.value) for r in reader.read_until(stats_complete, 120, settle_s=3.0)]
         reader.close()
         metrics = _metrics(worker.url)
         assert worker.returncode is None, f"worker died:\n{worker.log_tail()}"

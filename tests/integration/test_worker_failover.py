@@ -11,12 +11,15 @@ import signal
 import threading
 
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from models.skeleton import RECIPE
 from schemas.records import InspectionResult
 from streams.camera import CameraGateway
 from streams.kafka import topics
 from streams.kafka.broker import free_port
+from streams.kafka.config import admin_config
 from streams.kafka.reader import TopicReader
 from streams.sources import synthetic_frames
 from streams.worker.process import WorkerProcess
@@ -31,6 +34,34 @@ pytestmark = pytest.mark.integration
 KNOWN_LOSS = pytest.mark.xfail(strict=False, reason="intermittent frame loss on worker failover (faust#606?)")
 
 FRAMES = 400
+
+
+def where_lost(settings, missing: list[str], workers) -> str:
+    """Evidence for a failure message: each missing frame's partition/offset in the frames topic, the offsets the
+    worker group has committed, and the end of each worker's log. Tells a commit past an uninspected frame (offset
+    below the committed one) from a frame never read (offset above it) or never written (not in the topic)."""
+    topic = settings.topic(topics.FRAMES)
+    reader = TopicReader(settings, topic)
+    located: dict[str, tuple[int, int]] = {}
+    try:
+        for r in reader.read_until(lambda _: False, timeout_s=10):  # the whole topic
+            part = (r.key or b"").decode()
+            if part in missing:
+                located[part] = (r.partition, r.offset)
+    finally:
+        reader.close()
+    admin = AdminClient(admin_config(settings))
+    partitions = [TopicPartition(topic, p) for p in range(topics.topic_spec(topics.FRAMES).partitions)]
+    request = [ConsumerGroupTopicPartitions(settings.app_id, partitions)]
+    try:
+        committed = {
+            tp.partition: tp.offset
+            for tp in admin.list_consumer_group_offsets(request)[settings.app_id].result(10).topic_partitions
+        }
+    except Exception as exc:  # the diagnosis must not hide the assertion it explains
+        committed = {"error": repr(exc)}
+    logs = "\n".join(f"--- {w.log_path.name}\n{w.log_tail()}" for w in workers)
+    return f"missing at (partition, offset): {located}; group committed: {committed}\n{logs}"
 
 
 @KNOWN_LOSS
@@ -64,8 +95,11 @@ def test_sigkill_mid_stream_loses_no_frame(kafka_settings, skeleton_model, tmp_p
     results = [InspectionResult.from_json(r.value) for r in seen]
     per_part = collections.Counter(r.part_id for r in results)
     assert killed_after < FRAMES, "the worker was killed after the stream ended: nothing was tested"
-    missing = sent - set(per_part)
-    assert not missing, f"{len(missing)} frames lost after SIGKILL, e.g. {sorted(missing)[:5]}"
+    missing = sorted(sent - set(per_part))
+    assert camera.stats.delivered == FRAMES, f"camera delivered {camera.stats.delivered} of {FRAMES}"
+    assert not missing, f"{len(missing)} frames lost after SIGKILL: {missing[:5]}; " + where_lost(
+        settings, missing, (first, second)
+    )
     assert set(per_part) == sent
     # The second worker took over the dead one's partitions. Repeats (re-inspection of uncommitted frames, or a
     # producer retry) carry the same part id and, same model and same bytes, the same verdict.
@@ -105,6 +139,9 @@ def test_sigterm_drains_the_batch_in_flight_and_commits(kafka_settings, skeleton
     results = [InspectionResult.from_json(r.value) for r in seen]
     per_part = collections.Counter(r.part_id for r in results)
     missing = sorted(sent - set(per_part))
-    assert not missing, f"{len(missing)} frames lost over a graceful stop: {missing[:10]}"
+    assert camera.stats.delivered == 300, f"camera delivered {camera.stats.delivered} of 300"
+    assert not missing, f"{len(missing)} frames lost over a graceful stop: {missing[:10]}; " + where_lost(
+        settings, missing, (first, second)
+    )
     repeated = {p: sorted(r.worker_id for r in results if r.part_id == p) for p, n in per_part.items() if n > 1}
     assert not repeated, f"{len(repeated)} frames inspected twice: {dict(list(repeated.items())[:5])}"
