@@ -20,7 +20,7 @@ from models import data as ds
 from models.checkpoint import load_checkpoint
 from models.engines.openvino_engine import COMPILE_CONFIG, softmax
 from models.engines.torch_engine import TorchEngine
-from models.quantize import _stratified_subset, quantize_openvino
+from models.quantize import quantize_openvino, stratified_subset
 
 # name -> (calibration images, parts kept in FP32, preset, bias_correction)
 VARIANTS: dict[str, tuple[int, tuple[str, ...], str, str]] = {
@@ -86,7 +86,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for name in args.variants.split(","):
         calib_size, fp32_parts, preset, bias = VARIANTS[name]
-        calib = dataset(_stratified_subset(train_records, calib_size, args.seed))
+        calib = dataset(stratified_subset(train_records, calib_size, args.seed))
         started = time.perf_counter()
         quantized, fp32_ops = quantize_openvino(
             model,

@@ -82,7 +82,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _stratified_subset(records: list[ds.ImageRecord], size: int, seed: int) -> list[ds.ImageRecord]:
+def stratified_subset(records: list[ds.ImageRecord], size: int, seed: int) -> list[ds.ImageRecord]:
     rng = np.random.default_rng(seed)
     by_label: dict[str, list[ds.ImageRecord]] = {}
     for r in records:
@@ -175,7 +175,7 @@ def _quantize(args: argparse.Namespace, run: Path, tmp: Path) -> dict[str, Any]:
     model, meta = load_checkpoint(checkpoint)
     splits = ds.load_split(run / "split.json")
     reencode = meta.args.get("reencode", "none")
-    calib_records = _stratified_subset(ds.locate(splits["train"], args.calib), args.calib_size, args.seed)
+    calib_records = stratified_subset(ds.locate(splits["train"], args.calib), args.calib_size, args.seed)
     eval_records = ds.locate(splits[args.eval_split], args.data or args.calib)
     calib_set = ds.ImageDataset(
         calib_records, meta.class_names, meta.input_size, reencode=reencode, mean=meta.mean, std=meta.std

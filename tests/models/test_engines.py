@@ -182,3 +182,24 @@ def test_fp32_parts_name_the_right_ops_and_refuse_unknown_parts():
     assert all("__module.attention" in n for n in quantize._fp32_op_names(ov_model, ("attention",)))
     with pytest.raises(ValueError, match="unknown FP32 parts"):
         quantize._fp32_op_names(ov_model, ("backbone",))
+
+
+def test_int8_variants_bench_scores_each_variant_on_val_and_test(small_run, tmp_path):
+    from bench import int8_variants
+
+    run, data = small_run
+    args = int8_variants.get_args_parser().parse_args(
+        [
+            *("--run", str(run), "--data", str(data), "--out", str(tmp_path)),
+            *("--variants", "default,fp32-stem-attention-head", "--threads", "2"),
+        ]
+    )
+    result = int8_variants.main(args)
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert set(rows) == {"default", "fp32-stem-attention-head"}
+    assert rows["default"]["fp32_ops"] == 0 and rows["fp32-stem-attention-head"]["fp32_ops"] > 0
+    for r in rows.values():
+        for split in ("val", "test"):
+            assert 0.0 <= r[f"{split}_agreement"] <= 1.0
+            assert r[f"{split}_agreement"] == 1 - r[f"{split}_flips"] / len(ds.load_split(run / "split.json")[split])
+    assert len(list(tmp_path.glob("int8_variants-*.json"))) == 1
