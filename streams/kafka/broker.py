@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -246,7 +246,7 @@ class LocalKafka:
         config_file.write_text(_server_properties(data, port, controller_port, sasl_port))
         log_file = work / "broker.log"
         classpath = f"{libs}/*"
-        cluster_id = str(uuid_to_kafka_id(uuid.uuid4()))
+        cluster_id = new_cluster_id()
         java = _java()
         fmt = subprocess.run(
             [
@@ -350,6 +350,14 @@ class LocalKafka:
         shutil.rmtree(state.work_dir, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self.state_path.unlink()
+
+
+def new_cluster_id(draw: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A random cluster id that never starts with '-': the storage tool would read it as an option (1 draw in 64),
+    which is also why Kafka's own ``Uuid.randomUuid`` draws again in that case."""
+    while (cluster_id := uuid_to_kafka_id(draw())).startswith("-"):
+        pass
+    return cluster_id
 
 
 def uuid_to_kafka_id(value: uuid.UUID) -> str:

@@ -4,12 +4,13 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.kafka.broker import BrokerError, BrokerState, LocalKafka, kafka_cluster
+from streams.kafka.broker import BrokerError, BrokerState, LocalKafka, kafka_cluster, new_cluster_id, uuid_to_kafka_id
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -100,3 +101,12 @@ def test_start_stop_status_cycle(tmp_path, base_settings):
     assert (
         not Path(f"/proc/{state.pid}").exists() or b"kafka.Kafka" not in Path(f"/proc/{state.pid}/cmdline").read_bytes()
     )
+
+
+def test_cluster_id_never_starts_with_a_dash():
+    """An id starting with '-' is read as an option by kafka-storage format (the broker then fails to start)."""
+    dash_first = uuid.UUID(bytes=b"\xf8" + bytes(15))  # base64url of 0xf8... starts with '-'
+    plain = uuid.UUID(int=1)
+    assert uuid_to_kafka_id(dash_first).startswith("-")
+    draws = iter([dash_first, dash_first, plain])
+    assert new_cluster_id(lambda: next(draws)) == uuid_to_kafka_id(plain)
