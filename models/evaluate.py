@@ -1,6 +1,7 @@
 """Evaluate a trained classifier: ``defectstream evaluate --model RUN_DIR --data DIR --split test --out REPORT_DIR``.
 
-Writes ``report.json`` (every metric), ``confusion_matrix.json`` / ``.png``, ``reliability.png`` and ``summary.md``.
+Writes ``report.json`` (every metric and every misclassified image), ``confusion_matrix.json`` / ``.png``,
+``reliability.png`` and ``summary.md``.
 The split is the one stored in the run directory (``split.json``), matched to ``--data`` by content hash, so
 evaluation uses exactly the images training held out even if the dataset folder moved.
 """
@@ -18,7 +19,7 @@ from models import data as ds
 from models.checkpoint import load_checkpoint
 from models.engines.torch_engine import select_device
 from models.metrics import classification_report
-from models.report import markdown_summary, plot_confusion, plot_reliability
+from models.report import markdown_summary, misclassified, plot_confusion, plot_reliability
 from models.train import predict_probs
 
 
@@ -65,6 +66,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     device = select_device(args.device)
     probs = predict_probs(model.to(device), dataset, device, tta=args.tta)
     report = classification_report(probs, dataset.labels, meta.class_names, args.ok_class)
+    report["misclassified"] = misclassified(probs, dataset.labels, [r.path for r in records], meta.class_names)
     args.out.mkdir(parents=True, exist_ok=True)
     context = {
         "model": f"{checkpoint} ({meta.backbone}, input {meta.input_size}px, version {meta.version})",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,26 @@ def plot_reliability(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def markdown_summary(report: dict[str, Any], context: dict[str, Any]) -> str:
+def misclassified(
+    probs: np.ndarray, labels: Sequence[int], paths: Sequence[str], class_names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Every wrong prediction, most confident first: the images a quality engineer should look at."""
+    predicted = probs.argmax(1)
+    rows = [
+        {
+            "path": paths[i],
+            "label": class_names[labels[i]],
+            "predicted": class_names[predicted[i]],
+            "confidence": round(float(probs[i, predicted[i]]), 4),
+            "label_probability": round(float(probs[i, labels[i]]), 4),
+        }
+        for i in range(len(labels))
+        if predicted[i] != labels[i]
+    ]
+    return sorted(rows, key=lambda r: -r["confidence"])
+
+
+def markdown_summary(report: dict[str, Any], context: dict[str, Any], max_errors: int = 50) -> str:
     lines = ["# Evaluation report", ""]
     lines += [f"- **{k}**: {v}" for k, v in context.items()]
     lines += [
@@ -96,4 +116,20 @@ def markdown_summary(report: dict[str, Any], context: dict[str, Any]) -> str:
     for name, m in report["per_class"].items():
         lines.append(f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |")
     lines += ["", "![confusion matrix](confusion_matrix.png)", "", "![reliability diagram](reliability.png)", ""]
+    errors = report.get("misclassified", [])
+    if errors:
+        shown = errors[:max_errors]
+        lines += [
+            f"## Misclassified images ({len(errors)}, most confident first"
+            + (f", first {len(shown)}" if len(shown) < len(errors) else "")
+            + ")",
+            "",
+            "| image | label | predicted | confidence | p(label) |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e['path']} | {e['label']} | {e['predicted']} | {e['confidence']:.3f} | {e['label_probability']:.3f} |"
+            for e in shown
+        ]
+        lines.append("")
     return "\n".join(lines)
