@@ -33,7 +33,7 @@ from streams.inspection import UNKNOWN_LINE, FrameInspector, IncomingFrame, Outg
 from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_credentials
 from streams.settings import Settings
-from streams.worker import stats
+from streams.worker import faust_fixes, stats
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -74,32 +74,9 @@ def model_fingerprint(path: Path | None) -> str | None:
     return f"{target.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def log_offset_gaps() -> None:
-    """Log every offset range Faust marks as a gap: it then commits past those offsets as if consumed. Our topics
-    are neither compacted nor transactional, so a gap here means frames skipped, never a legitimate hole."""
-    from faust.transport.consumer import Consumer
-
-    if getattr(Consumer._add_gap, "logged", False):
-        return
-    original = Consumer._add_gap
-
-    async def add_gap(self, tp, offset_from: int, offset_to: int) -> None:
-        log.warning(
-            "Faust marks offsets %d..%d of %s as a gap (committed %s): they will be committed unprocessed",
-            offset_from,
-            offset_to,
-            tp,
-            self._committed_offset[tp],
-        )
-        await original(self, tp, offset_from, offset_to)
-
-    add_gap.logged = True
-    Consumer._add_gap = add_gap
-
-
 def create_app(settings: Settings, engine: InferenceEngine | None = None) -> faust.App:
     """Build the worker app. The engine is loaded once per process, here, before any frame arrives."""
-    log_offset_gaps()
+    faust_fixes.install()
     engine = engine or load_engine(settings)
     inspector = FrameInspector.from_settings(engine, settings)
     metrics = WorkerMetrics()

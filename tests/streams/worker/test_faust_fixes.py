@@ -1,22 +1,44 @@
-"""Faust's gap marking (offsets it will commit as consumed without delivering them) is logged, never silent."""
+"""Fixes for faust-streaming defects that lose frames, and the alarm for Faust's gap marking."""
 
 import asyncio
 import logging
 from collections import defaultdict
 from types import SimpleNamespace
 
+import faust
 from faust.transport.consumer import Consumer
 from intervaltree import IntervalTree
 
-from streams.worker.app import log_offset_gaps
+from streams.worker.faust_fixes import fence_seek_to_committed, log_offset_gaps
 
 
 def test_faust_gap_marking_is_logged_and_still_applied(caplog):
     log_offset_gaps()
     log_offset_gaps()  # installing twice must not wrap twice (one line per gap)
     consumer = SimpleNamespace(_committed_offset=defaultdict(lambda: None, {"tp": 9}), _gap=defaultdict(IntervalTree))
-    with caplog.at_level(logging.WARNING, logger="streams.worker.app"):
+    with caplog.at_level(logging.WARNING, logger="streams.worker.faust_fixes"):
         asyncio.run(Consumer._add_gap(consumer, "tp", 10, 15))
     assert caplog.text.count("as a gap") == 1
     assert "offsets 10..15 of tp as a gap (committed 9)" in caplog.text
     assert consumer._gap["tp"].overlaps(10, 16)  # Faust's own bookkeeping is unchanged
+
+
+def test_seek_to_committed_runs_with_the_flow_stopped_and_leaves_it_stopped():
+    """faust-streaming#596: frames delivered while the stream partitions are sought back are cleared from the
+    agents' queues by ``flow_control.resume()`` right after, then committed over. With the fence, no frame can be
+    delivered during the seek: the flow is stopped before it and stays stopped until Recovery resumes it."""
+    fence_seek_to_committed()
+    fence_seek_to_committed()  # idempotent
+    app = faust.App("fence-test", broker="kafka://127.0.0.1:1")  # never started: no broker is contacted
+    consumer = app.consumer
+    consumer.resume_flow()
+    flow_during_seek = []
+
+    async def seek_to_committed():
+        flow_during_seek.append(consumer.flow_active)
+        return {}
+
+    consumer.seek_to_committed = seek_to_committed
+    asyncio.run(consumer.perform_seek())
+    assert flow_during_seek == [False]
+    assert not consumer.flow_active and consumer.suspend_flow.is_set()

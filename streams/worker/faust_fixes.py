@@ -1,0 +1,66 @@
+"""Fixes and alarms for known faust-streaming defects that would lose frames; installed once per worker process.
+
+Both patch :class:`faust.transport.consumer.Consumer` in place. They are small and keep Faust's own behaviour
+otherwise; each names the upstream issue so it can be dropped when Faust fixes it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def fence_seek_to_committed() -> None:
+    """Stop the consumer's flow before Faust seeks stream partitions back to their committed offsets.
+
+    faust-streaming#596 (open; seen here as 5-6 frames lost per partition on worker failover): when recovery
+    completes, ``Recovery.on_recovery_completed`` resumes the stream partitions *while the consumer flow is still
+    active*, then awaits ``perform_seek`` (one broker round trip per partition). Frames fetched meanwhile are
+    delivered into the agents' channel queues and their offsets recorded as read; right after the seek,
+    ``app.flow_control.resume()`` clears those queues. The seek reset the read offsets, so the next frame looks like
+    a jump and Faust marks the skipped range as a gap and commits over it; the re-fetched copies are dropped as
+    already read. With the flow stopped first, nothing is delivered until Recovery resumes the flow, right after
+    clearing the queues, and fetching restarts at the committed offsets. Every caller of ``perform_seek`` resumes
+    the flow itself afterwards (or runs with it stopped), so leaving it stopped here is safe.
+    """
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer.perform_seek, "fenced", False):
+        return
+    original = Consumer.perform_seek
+
+    async def perform_seek(self: Consumer) -> None:
+        self.stop_flow()
+        await original(self)
+
+    perform_seek.fenced = True  # type: ignore[attr-defined]
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+
+
+def log_offset_gaps() -> None:
+    """Log every offset range Faust marks as a gap: it then commits past those offsets as if consumed. Our topics
+    are neither compacted nor transactional, so a gap here means frames skipped, never a legitimate hole."""
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer._add_gap, "logged", False):
+        return
+    original = Consumer._add_gap
+
+    async def add_gap(self: Consumer, tp, offset_from: int, offset_to: int) -> None:
+        log.warning(
+            "Faust marks offsets %d..%d of %s as a gap (committed %s): they will be committed unprocessed",
+            offset_from,
+            offset_to,
+            tp,
+            self._committed_offset[tp],
+        )
+        await original(self, tp, offset_from, offset_to)
+
+    add_gap.logged = True  # type: ignore[attr-defined]
+    Consumer._add_gap = add_gap  # type: ignore[method-assign]
+
+
+def install() -> None:
+    fence_seek_to_committed()
+    log_offset_gaps()
