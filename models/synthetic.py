@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = 3  # bump when any renderer changes, so cached models trained on old images are retrained
+GENERATOR_VERSION = 4  # bump when any renderer changes, so cached models trained on old images are retrained
 
 Renderer = Callable[[np.ndarray, np.random.Generator], None]
 
@@ -73,14 +73,18 @@ def _soft_blob(size: int, rng: np.random.Generator, radius: float, irregular: bo
 
 
 def scratch(img: np.ndarray, rng: np.random.Generator) -> None:
+    """A straight groove, bright where it catches the light or dark in shadow; always in contrast with the surface
+    (a bright scratch on bright metal along the brushing is invisible, so it would be an ``ok`` image labelled
+    ``scratch``)."""
     size = img.shape[0]
     length, angle = rng.uniform(0.45, 0.8) * size, rng.uniform(0, np.pi)
     cx, cy = _pt(rng, size, 0.35, 0.65)
     dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
-    shade = rng.choice([rng.uniform(220, 255), rng.uniform(10, 40)])
-    cv2.line(
-        img, (int(cx - dx), int(cy - dy)), (int(cx + dx), int(cy + dy)), _grey(shade), max(1, size // 100), cv2.LINE_AA
-    )
+    bright = rng.random() < 0.5 if img.mean() < 130 else False
+    shade = rng.uniform(225, 255) if bright else rng.uniform(10, 40)
+    # At least 2 px at the native size, so the groove survives resizing to a small model input.
+    width = max(2, size // 80)
+    cv2.line(img, (int(cx - dx), int(cy - dy)), (int(cx + dx), int(cy + dy)), _grey(shade), width, cv2.LINE_AA)
 
 
 def dent(img: np.ndarray, rng: np.random.Generator) -> None:
@@ -93,7 +97,7 @@ def dent(img: np.ndarray, rng: np.random.Generator) -> None:
     bowl = np.exp(-d2 * 1.5)
     angle = rng.uniform(0, 2 * np.pi)
     slope = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / r
-    shade = bowl * slope * rng.uniform(45, 70)
+    shade = bowl * slope * rng.uniform(60, 90)
     img[:] = np.clip(img.astype(np.float32) + shade[..., None], 0, 255).astype(np.uint8)
 
 
@@ -124,7 +128,7 @@ def crack(img: np.ndarray, rng: np.random.Generator) -> None:
             [np.array(pts, np.int32).reshape(-1, 1, 2)],
             False,
             _grey(rng.uniform(5, 30)),
-            max(1, size // 110),
+            max(2, size // 96),
             cv2.LINE_AA,
         )
 
@@ -216,7 +220,8 @@ def inclusion(img: np.ndarray, rng: np.random.Generator) -> None:
     size = img.shape[0]
     angle = rng.uniform(0, 180)
     for _ in range(rng.integers(2, 5)):
-        axes = (int(rng.uniform(0.04, 0.09) * size), max(1, int(rng.uniform(0.008, 0.015) * size)))
+        # Short, fat and parallel: longer streaks read as crack segments, rounder ones as pits.
+        axes = (int(rng.uniform(0.04, 0.08) * size), max(2, int(rng.uniform(0.010, 0.016) * size)))
         cv2.ellipse(
             img,
             _pt(rng, size, 0.25, 0.75),
@@ -306,8 +311,6 @@ RENDERERS: dict[str, Renderer | None] = {
     "contamination": contamination,
 }
 CLASSES: tuple[str, ...] = tuple(RENDERERS)
-# Drawn after the hole: deformation must warp the hole too.
-_AFTER_FEATURE = {"deformation"}
 
 
 def render(label: str, rng: np.random.Generator, size: int = 192) -> np.ndarray:
@@ -315,12 +318,12 @@ def render(label: str, rng: np.random.Generator, size: int = 192) -> np.ndarray:
     if label not in RENDERERS:
         raise KeyError(f"unknown synthetic class {label!r}; known: {', '.join(CLASSES)}")
     img = metal_texture(size, rng)
-    draw = RENDERERS[label]
     if label != "missing_feature":
-        if label not in _AFTER_FEATURE and draw is not None:
-            draw(img, rng)
         _hole(img, rng)
-    if label in _AFTER_FEATURE and draw is not None:
+    # The defect goes on top of the machined feature, never under it: a defect the hole covers would be an image
+    # that looks OK but carries a defect label (and deformation must warp the hole too).
+    draw = RENDERERS[label]
+    if draw is not None:
         draw(img, rng)
     return img
 

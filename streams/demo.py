@@ -82,7 +82,7 @@ def run_demo(settings: Settings, *, frames: int = 200, fps: float = 20.0, timeou
             topic_prefix=f"{settings.topic_prefix}-demo-{run}",
             app_id=f"{settings.app_id}-demo-{run}",
             web_port=free_port(),
-            # The 16-class demo model is a toy (about 70% right on fresh parts) and rarely sure of itself: at the
+            # The 16-class demo model is a toy (about 76% right on the camera's parts) and rarely sure of itself: at the
             # product default of 0.5 most of its OK verdicts would go to review.
             decision_thresholds=DEMO_THRESHOLDS,
         )
