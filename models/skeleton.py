@@ -1,4 +1,4 @@
-"""A small classifier trained in seconds on the synthetic source, for the demo and the pipeline tests.
+"""A small classifier trained in about two minutes on the synthetic source, for the demo and the pipeline tests.
 
 It goes through the real training script (models/train.py) and exercises the real model code path (network,
 preprocessing, checkpoint, engine); its accuracy on synthetic images says nothing about real parts.
@@ -58,7 +58,7 @@ def _digest() -> str:
 
 
 def ensure_skeleton_model(cache_dir: Path) -> Path:
-    """Path to the cached skeleton checkpoint, training it first (about 1.5 min on 2 cores) if missing."""
+    """Path to the cached skeleton checkpoint, training it first (about 2 min on 2 cores) if missing."""
     digest = _digest()
     path = Path(cache_dir) / "models" / f"skeleton-{digest}.pt"
     if path.exists():

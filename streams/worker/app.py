@@ -291,6 +291,18 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
         async def watch_model() -> None:
             await reload_model()
 
+    flow_watchdog = faust_fixes.FlowWatchdog()
+
+    @app.timer(interval=5.0)
+    async def watch_consumer_flow() -> None:
+        stalled = flow_watchdog.stalled_for(app.consumer.flow_active)
+        if stalled is not None and not app.should_stop:
+            log.critical(
+                "consumer flow stopped for %.0f s and never resumed; exiting unacked so a restart rejoins the group",
+                stalled,
+            )
+            os._exit(75)
+
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.json({"status": "ok", "model_version": inspector.serving.version, "worker_id": settings.worker_id})

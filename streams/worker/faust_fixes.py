@@ -7,6 +7,8 @@ otherwise; each names the upstream issue so it can be dropped when Faust fixes i
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,35 @@ def fence_seek_to_committed() -> None:
 
     perform_seek.fenced = True  # type: ignore[attr-defined]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+
+
+# Longer than any healthy stop: a rebalance takes seconds to a session timeout (10 s), Faust's seek back to the
+# committed offsets times out after broker_request_timeout (90 s), and changelog recovery runs with the flow on.
+FLOW_STALL_LIMIT_S = 180.0
+
+
+class FlowWatchdog:
+    """Tells when the consumer flow has been stopped for longer than ``limit_s``.
+
+    A stopped flow that nobody resumes (seek timeout, a crashed Recovery service) leaves the worker up and
+    consuming nothing; only the lag would show it. The worker exits instead, unacked, so its supervisor restarts
+    it and the frames are fetched again from the committed offsets."""
+
+    def __init__(self, limit_s: float = FLOW_STALL_LIMIT_S, clock: Callable[[], float] = time.monotonic):
+        self.limit_s = limit_s
+        self._clock = clock
+        self._stopped_since: float | None = None
+
+    def stalled_for(self, flow_active: bool) -> float | None:
+        """Seconds the flow has been stopped, once past the limit; None while it flows or within the limit."""
+        now = self._clock()
+        if flow_active:
+            self._stopped_since = None
+            return None
+        if self._stopped_since is None:
+            self._stopped_since = now
+        elapsed = now - self._stopped_since
+        return elapsed if elapsed > self.limit_s else None
 
 
 def log_offset_gaps() -> None:

@@ -26,11 +26,8 @@ from streams.worker.process import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
-# Known bug, not yet fixed: in about 1 of 7 runs here a frame had no result after the restart (1 of 400 after a
-# SIGKILL; several after a SIGTERM before the in-flight batch was shielded). Suspected: faust-streaming commits an
-# offset past a message still in flight (faust-streaming/faust#606; its head-gap guard is skipped while a
-# partition has no committed offset yet). Tracked in the README under "Delivery guarantees". Not strict: the tests
-# run every time and a pass shows as XPASS.
+# These tests found a real loss (faust-streaming#596: frames fetched while recovery seeks back are cleared from the
+# agent queue and committed over), fixed in streams/worker/faust_fixes.py; README, "Delivery guarantees".
 FRAMES = 400
 
 

@@ -9,7 +9,7 @@ import faust
 from faust.transport.consumer import Consumer
 from intervaltree import IntervalTree
 
-from streams.worker.faust_fixes import fence_seek_to_committed, log_offset_gaps
+from streams.worker.faust_fixes import FlowWatchdog, fence_seek_to_committed, log_offset_gaps
 
 
 def test_faust_gap_marking_is_logged_and_still_applied(caplog):
@@ -42,3 +42,17 @@ def test_seek_to_committed_runs_with_the_flow_stopped_and_leaves_it_stopped():
     asyncio.run(consumer.perform_seek())
     assert flow_during_seek == [False]
     assert not consumer.flow_active and consumer.suspend_flow.is_set()
+
+
+def test_flow_watchdog_reports_only_a_stop_longer_than_its_limit():
+    now = [0.0]
+    watchdog = FlowWatchdog(limit_s=180, clock=lambda: now[0])
+    assert watchdog.stalled_for(True) is None
+    assert watchdog.stalled_for(False) is None  # stopped at t=0
+    now[0] = 170.0
+    assert watchdog.stalled_for(False) is None  # a long rebalance is not a stall
+    now[0] = 181.0
+    assert watchdog.stalled_for(False) == 181.0
+    assert watchdog.stalled_for(True) is None  # resumed: the clock starts over
+    now[0] = 300.0
+    assert watchdog.stalled_for(False) is None
