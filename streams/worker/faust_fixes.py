@@ -1,7 +1,8 @@
 """Fixes and alarms for known faust-streaming defects that would lose frames; installed once per worker process.
 
-Both patch :class:`faust.transport.consumer.Consumer` in place. They are small and keep Faust's own behaviour
-otherwise; each names the upstream issue so it can be dropped when Faust fixes it.
+:func:`fence_seek_to_committed` (faust-streaming#596; drop it when Faust fixes that) and :func:`log_offset_gaps`
+patch :class:`faust.transport.consumer.Consumer` in place and otherwise keep Faust's behaviour; :class:`FlowWatchdog`
+covers the fence's failure path (a flow nobody resumes).
 """
 
 from __future__ import annotations
