@@ -88,13 +88,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         calib_size, fp32_parts, preset, bias = VARIANTS[name]
         calib = dataset(stratified_subset(train_records, calib_size, args.seed))
         started = time.perf_counter()
-        quantized, fp32_ops = quantize_openvino(
+        quantized, fp32_ops, _ = quantize_openvino(
             model,
             [calib[i][0].numpy()[None] for i in range(len(calib))],
             meta.input_size,
             fp32_parts=fp32_parts,
             preset=preset,
             bias_correction=bias,
+            normalization=(meta.mean, meta.std),
         )
         seconds = time.perf_counter() - started
         request = ov.Core().compile_model(quantized, "CPU", config).create_infer_request()

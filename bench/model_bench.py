@@ -62,6 +62,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per engine and batch size (default: 4)")
     p.add_argument("--min-iters", type=int, default=15, help="at least this many timed batches (default: 15)")
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="engines are timed in turn this many times, --seconds split over the rounds (default: 4)",
+    )
+    p.add_argument(
         "--engines",
         default=",".join(ALL_ENGINES),
         help="engines to run (default: all; *-cuda only where CUDA exists)",
@@ -118,19 +124,15 @@ def _openvino_fp32(checkpoint: Path, size: int, threads: int) -> Callable[[np.nd
     import openvino as ov
 
     from models.checkpoint import load_checkpoint
+    from models.engines.openvino_engine import COMPILE_CONFIG, compile_for_serving
 
     model, _ = load_checkpoint(checkpoint)
     ov_model = ov.convert_model(
         model, example_input=torch.zeros(1, 3, size, size), input=[ov.PartialShape([-1, 3, size, size])]
     )
-    # f32 hint: without it OpenVINO silently runs BF16 on CPUs that have it, and "FP32" would not be FP32.
-    compiled = ov.Core().compile_model(
-        ov_model,
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
-    )
-    request = compiled.create_infer_request()
-    return lambda x: request.infer({0: x})[0]
+    # The INT8 engine's own compile path and config (f32 hint: without it OpenVINO silently runs BF16 on CPUs
+    # that have it, and "FP32" would not be FP32), so the two differ in precision only.
+    return compile_for_serving(ov_model, {**COMPILE_CONFIG, "INFERENCE_NUM_THREADS": threads}, size)
 
 
 def _onnx_sessions(
@@ -184,12 +186,13 @@ def _onnx_sessions(
     return out
 
 
-def time_engine(
+def time_batches(
     fn: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, seconds: float, min_iters: int
-) -> dict[str, float]:
+) -> list[float]:
+    """Milliseconds per call of ``fn(batch)``, after 3 untimed calls."""
     for _ in range(3):
         fn(batch)
-    times = []
+    times: list[float] = []
     deadline = time.perf_counter() + seconds
     while len(times) < min_iters or time.perf_counter() < deadline:
         t0 = time.perf_counter()
@@ -197,11 +200,15 @@ def time_engine(
         times.append((time.perf_counter() - t0) * 1000)
         if len(times) >= 2000:
             break
-    times.sort()
+    return times
+
+
+def summarize(times: list[float], batch_size: int) -> dict[str, float]:
+    times = sorted(times)
     return {
         "p50_ms": statistics.median(times),
         "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))],
-        "images_per_s": len(batch) * 1000 * len(times) / sum(times),
+        "images_per_s": batch_size * 1000 * len(times) / sum(times),
         "iterations": len(times),
     }
 
@@ -331,8 +338,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for bs in batch_sizes:
         batch = np.ascontiguousarray(np.resize(calib, (bs, 3, size, size)))
-        for name, fn in engines.items():
-            result = time_engine(fn, batch, args.seconds, args.min_iters)
+        # Engines take turns, round after round, and each engine's times are pooled: on a shared machine a slow
+        # spell then hits every engine alike instead of whichever one was being timed, which would skew the ratios.
+        times: dict[str, list[float]] = {name: [] for name in engines}
+        for _ in range(args.rounds):
+            for name, fn in engines.items():
+                times[name] += time_batches(fn, batch, args.seconds / args.rounds, -(-args.min_iters // args.rounds))
+        for name in engines:
+            result = summarize(times[name], bs)
             rows.append({"engine": name, "batch": bs, **result})
             print(
                 f"  {name:22s} bs {bs:3d}  p50 {result['p50_ms']:8.2f} ms  p99 {result['p99_ms']:8.2f} ms  "
@@ -371,6 +384,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "model_version": meta.version,
         "backbone": meta.backbone,
         "input_size": size,
+        "timing": {"seconds": args.seconds, "rounds": args.rounds, "min_iters": args.min_iters},
         "rows": rows,
         "skipped": skipped,
         "ratios": ratios,

@@ -94,7 +94,9 @@ def ensure_skeleton_artifact(cache_dir: Path) -> Path:
     from models import quantize
 
     checkpoint = ensure_skeleton_model(cache_dir)
-    out = checkpoint.with_name(checkpoint.stem + "-int8")
+    # Keyed by the quantization code as well: a fixed quantizer must not be hidden behind an artifact it built.
+    quantizer = hashlib.sha256((Path(__file__).parent / "quantize.py").read_bytes()).hexdigest()[:8]
+    out = checkpoint.with_name(f"{checkpoint.stem}-int8-{quantizer}")
     if (out / "artifact.json").exists():
         return out
     with tempfile.TemporaryDirectory(prefix="skeleton-int8-") as tmp:

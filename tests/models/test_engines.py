@@ -69,11 +69,26 @@ def test_every_available_engine_agrees_with_fp32(small_run, artifact):
         assert same.mean() >= 0.95, f"{kind}: top-1 agreement {same.mean():.3f} with FP32"
 
 
+def test_int8_engine_gives_the_same_answer_one_image_at_a_time(small_run, artifact):
+    """Single images go through a static-shape plan, batches through the dynamic one: same model, same answers."""
+    x, _ = _test_batch(*small_run)
+    engine = load_engine(artifact, kind="openvino-int8")
+    batched = engine.predict(x)
+    single = np.concatenate([engine.predict(x[i : i + 1]) for i in range(len(x))])
+    assert np.abs(batched - single).max() < 1e-2
+    assert (batched.argmax(1) == single.argmax(1)).mean() >= 0.98
+
+
 def test_artifact_records_the_guard_numbers(artifact):
     meta = json.loads((artifact / "artifact.json").read_text())
     assert meta["engine"] == "openvino-int8"
     assert meta["accuracy"]["top1_agreement"] >= 0.9
     assert {"fp32_accuracy", "int8_accuracy", "split", "fingerprint"} <= meta["accuracy"].keys()
+    assert meta["accuracy"]["top1_agreement"] == min(
+        meta["accuracy"]["top1_agreement_batched"], meta["accuracy"]["top1_agreement_single"]
+    )
+    low, high = meta["calibration"]["input_range"]
+    assert low <= quantize.pixel_value_range(meta["mean"], meta["std"])[0] and high >= 2.6
     assert meta["calibration"]["split"] == "train" and meta["calibration"]["images"] == 64
     assert len(meta["source_checkpoint_sha256"]) == 64
 
@@ -182,6 +197,41 @@ def test_fp32_parts_name_the_right_ops_and_refuse_unknown_parts():
     assert all("__module.attention" in n for n in quantize._fp32_op_names(ov_model, ("attention",)))
     with pytest.raises(ValueError, match="unknown FP32 parts"):
         quantize._fp32_op_names(ov_model, ("backbone",))
+
+
+def _input_quantizer_range(ov_model) -> tuple[float, float] | None:
+    (parameter,) = ov_model.get_parameters()
+    for target in parameter.output(0).get_target_inputs():
+        fq = target.get_node()
+        if fq.get_type_name() == "FakeQuantize":
+            return tuple(float(fq.input_value(i).get_node().get_data().ravel()[0]) for i in (1, 2))
+    return None
+
+
+@pytest.mark.parametrize("preset", ["performance", "mixed"])
+def test_input_quantizer_spans_every_pixel_value_whatever_calibration_saw(preset):
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    ).eval()
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    # Calibration sees mid-grey images only (pixels 100..150): calibrated ranges alone would clip black and white.
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(100, 151, size=(16, 32, 32, 3)).astype(np.float32) / 255.0
+    normalized = ((pixels - np.array(mean, dtype=np.float32)) / np.array(std, dtype=np.float32)).transpose(0, 3, 1, 2)
+    calibration = [np.ascontiguousarray(x[None]) for x in normalized]
+    quantized, _, pinned = quantize.quantize_openvino(model, calibration, 32, normalization=(mean, std), preset=preset)
+    low, high = _input_quantizer_range(quantized)
+    assert (low, high) == pytest.approx(pinned)
+    lo, hi = quantize.pixel_value_range(mean, std)
+    assert low <= lo + 1e-6 and high >= hi - 1e-6, (low, high, lo, hi)
+
+    stem_fp32, _, none = quantize.quantize_openvino(
+        model, calibration, 32, normalization=(mean, std), fp32_parts=("stem",)
+    )
+    assert none is None and _input_quantizer_range(stem_fp32) is None
 
 
 def test_int8_variants_bench_scores_each_variant_on_val_and_test(small_run, tmp_path):
