@@ -49,6 +49,13 @@ ALL_ENGINES = (
 )
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Benchmark inference engines and preprocessing", add_help=add_help)
     p.add_argument(
@@ -63,7 +70,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--min-iters", type=int, default=15, help="at least this many timed batches (default: 15)")
     p.add_argument(
         "--rounds",
-        type=int,
+        type=_positive_int,
         default=4,
         help="engines are timed in turn this many times, --seconds split over the rounds (default: 4)",
     )

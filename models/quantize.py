@@ -102,15 +102,29 @@ def pixel_value_range(mean: list[float], std: list[float]) -> tuple[float, float
     return float((-m / sd).min()), float(((1.0 - m) / sd).max())
 
 
-def pin_input_quantizer(ov_model: Any, mean: list[float], std: list[float]) -> tuple[float, float] | None:
-    """Widen the model input's quantizer to the full pixel range; returns the (low, high) it now spans, or None
-    when the input is not quantized (stem kept in FP32).
+def input_quantizer_range(lo: float, hi: float, levels: int, symmetric: bool) -> tuple[float, float]:
+    """The narrowest quantizer range over ``levels`` steps that covers [lo, hi] and has zero exactly on its grid
+    (zero padding and ReLU zeros must stay exact; OpenVINO also rounds a fractional zero point)."""
+    if lo >= 0:
+        return 0.0, hi
+    if symmetric:  # NNCF's signed symmetric form: [-a, a * (half - 1) / half], zero point = half
+        half = levels // 2
+        a = max(-lo, hi * half / (half - 1))
+        return -a, a * (half - 1) / half
+    steps = levels - 1
+    ideal = steps * -lo / (hi - lo)
+    candidates = {min(max(z, 1), steps - 1) for z in (int(np.floor(ideal)), int(np.ceil(ideal)))}
+    step, zero_point = min((max(-lo / z, hi / (steps - z)), z) for z in candidates)
+    return -zero_point * step, (steps - zero_point) * step
+
+
+def pin_input_quantizer(ov_model: Any, mean: list[float], std: list[float], symmetric: bool) -> tuple[float, float]:
+    """Widen the quantizer on the model input to the full pixel range; returns the (low, high) it now spans.
 
     Why: NNCF's calibration sets activation ranges from statistics that trim the extremes, which is right deep in
     the network and wrong at the input, whose range is known exactly. On the NEU ResNet-50 it clipped every pixel
     brighter than ~242 to 242, and that alone caused the stem's INT8 flips (mean |p_int8 - p_fp32| 0.0039 ->
-    0.0005 on the test split once pinned). A symmetric quantizer (performance preset) keeps its symmetry:
-    [-a, a*127/128] over 256 levels with a chosen so that both ends are covered."""
+    0.0005 on the test split once pinned)."""
     import openvino as ov
 
     (parameter,) = ov_model.get_parameters()
@@ -118,21 +132,16 @@ def pin_input_quantizer(ov_model: Any, mean: list[float], std: list[float]) -> t
         t.get_node() for t in parameter.output(0).get_target_inputs() if t.get_node().get_type_name() == "FakeQuantize"
     ]
     if not quantizers:
-        return None
-    lo, hi = pixel_value_range(mean, std)
-    fq = quantizers[0]
-    half = fq.get_levels() // 2
-    calibrated_low = float(fq.input_value(1).get_node().get_data().ravel()[0])
-    calibrated_high = float(fq.input_value(2).get_node().get_data().ravel()[0])
-    if calibrated_low < 0 and np.isclose(-calibrated_low * (half - 1) / half, calibrated_high, rtol=1e-3):
-        a = max(-lo, hi * half / (half - 1))
-        low, high = -a, a * (half - 1) / half
-    else:  # asymmetric (mixed preset): the range itself
-        low, high = lo, hi
-    for q in quantizers:
+        raise RuntimeError("no quantizer directly on the model input; the INT8 graph is not the expected one")
+    for fq in quantizers:
+        bounds = [fq.input_value(port).get_node() for port in range(1, 5)]
+        if fq.get_levels() != 256 or any(b.get_type_name() != "Constant" or b.get_data().size != 1 for b in bounds):
+            raise RuntimeError(f"input quantizer {fq.get_friendly_name()} is not a per-tensor 256-level one")
+    low, high = input_quantizer_range(*pixel_value_range(mean, std), 256, symmetric)
+    for fq in quantizers:
         for port, value in zip(range(1, 5), (low, high, low, high), strict=True):
             const = ov.opset13.constant(np.array(value, dtype=np.float32))
-            q.input(port).replace_source_output(const.output(0))
+            fq.input(port).replace_source_output(const.output(0))
     ov_model.validate_nodes_and_infer_types()
     return low, high
 
@@ -188,7 +197,10 @@ def quantize_openvino(
         fast_bias_correction=bias_correction == "fast",
         ignored_scope=ignored,
     )
-    input_range = pin_input_quantizer(quantized, *normalization)
+    # With the stem in FP32 nothing quantizes the input itself; the first quantizer sits after the stem.
+    input_range = (
+        None if "stem" in fp32_parts else pin_input_quantizer(quantized, *normalization, preset == "performance")
+    )
     return quantized, (ignored.names if ignored else []), input_range
 
 

@@ -44,6 +44,9 @@ def compile_for_serving(model: Any, config: dict[str, Any], input_size: int) -> 
     single.reshape([1, 3, input_size, input_size])
     one = core.compile_model(single, "CPU", config).create_infer_request()
     many = core.compile_model(dynamic, "CPU", config).create_infer_request()
+    # The first call of each plan sets up its kernels (tens of ms): pay that here, not on a live batch.
+    one.infer({0: np.zeros((1, 3, input_size, input_size), dtype=np.float32)})
+    many.infer({0: np.zeros((2, 3, input_size, input_size), dtype=np.float32)})
 
     def infer(batch: np.ndarray) -> np.ndarray:
         return (one if len(batch) == 1 else many).infer({0: batch})[0]

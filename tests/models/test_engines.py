@@ -227,11 +227,25 @@ def test_input_quantizer_spans_every_pixel_value_whatever_calibration_saw(preset
     assert (low, high) == pytest.approx(pinned)
     lo, hi = quantize.pixel_value_range(mean, std)
     assert low <= lo + 1e-6 and high >= hi - 1e-6, (low, high, lo, hi)
+    zero_point = -low / ((high - low) / 255)  # zero must sit on the grid: padding and ReLU zeros stay exact
+    assert zero_point == pytest.approx(round(zero_point), abs=1e-3)
+    if preset == "performance":
+        assert round(zero_point) == 128
 
     stem_fp32, _, none = quantize.quantize_openvino(
         model, calibration, 32, normalization=(mean, std), fp32_parts=("stem",)
     )
     assert none is None and _input_quantizer_range(stem_fp32) is None
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(-2.1179, 2.64), (-0.3, 5.0), (-4.0, 0.2), (0.0, 3.0)])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_input_quantizer_range_covers_the_values_with_zero_on_the_grid(lo, hi, symmetric):
+    low, high = quantize.input_quantizer_range(lo, hi, 256, symmetric)
+    assert low <= lo and high >= hi
+    step = (high - low) / 255
+    assert -low / step == pytest.approx(round(-low / step), abs=1e-6)
+    assert high - low <= 2.02 * max(-lo, hi) if symmetric else high - low <= (hi - lo) * 1.02 + 1e-9
 
 
 def test_int8_variants_bench_scores_each_variant_on_val_and_test(small_run, tmp_path):
