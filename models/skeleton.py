@@ -97,6 +97,10 @@ def ensure_skeleton_artifact(cache_dir: Path) -> Path:
     # Keyed by the quantization code as well: a fixed quantizer must not be hidden behind an artifact it built.
     quantizer = hashlib.sha256((Path(__file__).parent / "quantize.py").read_bytes()).hexdigest()[:8]
     out = checkpoint.with_name(f"{checkpoint.stem}-int8-{quantizer}")
+    # Artifacts this checkpoint got from earlier quantizer versions are never read again.
+    for stale in out.parent.glob(f"{checkpoint.stem}-int8*"):
+        if stale.is_dir() and stale.name not in (out.name, out.name + ".partial"):
+            shutil.rmtree(stale, ignore_errors=True)
     if (out / "artifact.json").exists():
         return out
     with tempfile.TemporaryDirectory(prefix="skeleton-int8-") as tmp:

@@ -26,3 +26,14 @@ def test_skeleton_model_beats_chance_by_far(skeleton_model):
     acc = np.mean([engine.class_names[p] == label for p, (label, _) in zip(preds, pairs, strict=True)])
     chance = 1 / len(engine.class_names)
     assert acc >= 0.6, f"skeleton model accuracy {acc:.2f} on fresh synthetic images (chance is {chance:.2f})"
+
+
+def test_skeleton_artifact_drops_artifacts_of_older_quantizers(skeleton_model):
+    from models.skeleton import ensure_skeleton_artifact
+
+    stale = skeleton_model.with_name(f"{skeleton_model.stem}-int8-00000000")
+    stale.mkdir()
+    (stale / "artifact.json").write_text("{}")
+    current = ensure_skeleton_artifact(skeleton_model.parent.parent)
+    assert (current / "artifact.json").exists() and current.name.startswith(f"{skeleton_model.stem}-int8-")
+    assert not stale.exists()
