@@ -1,0 +1,18 @@
+import pytest
+
+from bench.e2e_bench import cpu_ceiling
+
+
+def test_cpu_ceiling_is_the_rate_the_cores_can_pay_for():
+    bare = {"frames_per_s": 200.0, "cpu_ms_per_frame": 8.0}
+    burst = {"frames": 100, "cpu_s": {"worker": 1.0, "bench (camera, gate, reader)": 0.2, "kafka broker": 0.3}}
+    ceiling = cpu_ceiling(bare, burst, cores=2)
+    # 15 CPU-ms per frame: two cores carry 133 frames/s; a worker costing only the bare 8 ms: 2000 / 13 = 154.
+    assert ceiling["cpu_ms_per_frame"] == pytest.approx(15.0)
+    assert ceiling["frames_per_s"] == pytest.approx(2000 / 15)
+    assert ceiling["over_bare"] == pytest.approx(2000 / 15 / 200)
+    assert ceiling["zero_overhead_worker_over_bare"] == pytest.approx(2000 / 13 / 200)
+
+
+def test_cpu_ceiling_needs_the_worker_cpu():
+    assert cpu_ceiling({"frames_per_s": 1.0, "cpu_ms_per_frame": 1.0}, {"frames": 10, "cpu_s": {}}, cores=2) is None
