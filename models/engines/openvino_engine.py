@@ -49,7 +49,10 @@ def compile_for_serving(model: Any, config: dict[str, Any], input_size: int) -> 
     many.infer({0: np.zeros((2, 3, input_size, input_size), dtype=np.float32)})
 
     def infer(batch: np.ndarray) -> np.ndarray:
-        return (one if len(batch) == 1 else many).infer({0: batch})[0]
+        # share_inputs: OpenVINO reads the caller's array in place instead of copying it into its own tensor
+        # (2.4 MB at batch 8 here, ~2% of the INT8 batch time); safe because infer() is synchronous and OpenVINO
+        # copies anyway when the array is not C-contiguous float32.
+        return (one if len(batch) == 1 else many).infer({0: batch}, share_inputs=True)[0]
 
     return infer
 
