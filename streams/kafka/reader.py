@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from streams.kafka.config import consumer_config
 from streams.settings import Settings
@@ -22,12 +22,23 @@ class ReadRecord:
 
 
 class TopicReader:
-    """A consumer in its own throw-away group that reads a topic from the beginning."""
+    """A consumer in its own throw-away group that reads a topic from the beginning or, with ``from_end``, only the
+    records written after it was created (a benchmark round must not pay for parsing every earlier round's)."""
 
-    def __init__(self, settings: Settings, topic: str, group_id: str | None = None):
+    def __init__(self, settings: Settings, topic: str, group_id: str | None = None, *, from_end: bool = False):
         group = group_id or f"reader-{uuid.uuid4().hex[:8]}"
         self.consumer = Consumer(consumer_config(settings, group, **{"enable.auto.commit": False}))
-        self.consumer.subscribe([topic])
+        if not from_end:
+            self.consumer.subscribe([topic])
+            return
+        # Assigned at each partition's current end, before this returns: with subscribe() and
+        # auto.offset.reset=latest the end would be looked up at the first poll, after records may have arrived.
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = [
+            TopicPartition(topic, p, self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+            for p in sorted(partitions)
+        ]
+        self.consumer.assign(ends)
 
     def poll(self, timeout_s: float = 0.2) -> list[ReadRecord]:
         out = []

@@ -1,9 +1,9 @@
 """The Faust application: the frame-inspection agent, the line-stats agent, and the worker's web endpoints.
 
 Agents:
-- ``inspect-frames``: frames -> ``stream.take_events(max_batch, within=max_wait_s)`` -> FrameInspector in an executor
-  thread -> results, reject commands, dead letters, retraining samples; the batch is acked only after Kafka has
-  every output (at-least-once).
+- ``inspect-frames``: frames -> ``stream.noack_take(max_batch, within=max_wait_s)`` -> FrameInspector in an executor
+  thread -> results, reject commands, dead letters, retraining samples; batch N+1 is inspected while batch N is
+  delivered, and a batch is acked only after Kafka has every output (at-least-once).
 - ``line-stats``: inspection results + dead letters (both keyed by line, co-partitioned) -> one Faust tumbling
   table per window size -> a LineStats record per line and window, published ``stats_grace_s`` after it closes.
 
@@ -142,7 +142,7 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
     model_state = {"fingerprint": model_fingerprint(settings.model_path), "failed": None}
 
     async def deliver(outgoing: list[Outgoing]) -> None:
-        """Send every record and wait until Kafka has it, before take_events acks the batch.
+        """Send every record and wait until Kafka has it; the caller acks the batch only after this returns.
 
         Reject commands go first: if anything goes wrong afterwards, the gate has already been told. Failed sends
         are retried (Faust's producer is not idempotent: a retry can repeat a record, which consumers de-duplicate
@@ -178,37 +178,63 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
 
     @app.agent(frames_topic, name="inspect-frames")
     async def inspect_frames(stream: faust.StreamT) -> None:
+        """Two stages: batch N+1 is decoded and inferred (executor thread) while batch N's records are delivered
+        (event loop). ``noack_take`` leaves acking to us, and a batch is acked only once Kafka has all its records,
+        so whatever happens, unacked frames are inspected again by the next worker (at-least-once). One batch is
+        delivered at a time, in the order taken: one gate's commands stay ordered and a broker outage cannot pile
+        up batches in memory."""
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
-            received = time.time_ns()
-            frames = [
-                IncomingFrame(
-                    value=event.value,
-                    headers=frame_schema.headers_to_dict(event.message.headers),
-                    topic=event.message.topic,
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                    received_ts_ns=received,
-                )
-                for event in events
-            ]
-            work = asyncio.ensure_future(process(loop, frames))
-            try:
-                await asyncio.shield(work)
-            except asyncio.CancelledError:
-                # Shutdown while a batch is in flight. take_events acks the batch when this loop is left, whatever
-                # happened to it, and Faust then commits: finish and deliver the batch first, and if that cannot
-                # be done, exit without acking so the frames are inspected again by the next worker.
-                try:
-                    await asyncio.wait_for(asyncio.shield(work), timeout=DELIVERY_DEADLINE_S)
-                except BaseException:
-                    log.critical(
-                        "shutdown with %d frames in flight that could not be delivered; exiting unacked", len(frames)
-                    )
-                    os._exit(70)
-                raise
+        delivering: asyncio.Future | None = None  # batch N: deliver, then ack
+        inspecting: tuple[list, asyncio.Future] | None = None  # batch N+1: events and their inspection
 
-    async def process(loop: asyncio.AbstractEventLoop, frames: list[IncomingFrame]) -> None:
+        async def deliver_and_ack(events: list, outgoing: list[Outgoing]) -> None:
+            await deliver(outgoing)
+            for event in events:
+                await stream.ack(event)
+
+        async def finish_in_flight() -> None:
+            if delivering is not None:
+                await delivering
+            if inspecting is not None:
+                await deliver_and_ack(inspecting[0], await inspecting[1])
+
+        try:
+            async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_s):
+                frames = incoming_frames(events)
+                inspecting = (events, asyncio.ensure_future(inspect_batch(loop, frames)))
+                # Shielded: a shutdown must not abandon a batch half-way (see below).
+                outgoing = await asyncio.shield(inspecting[1])
+                if delivering is not None:
+                    await asyncio.shield(delivering)
+                delivering = asyncio.ensure_future(deliver_and_ack(events, outgoing))
+                inspecting = None
+            await finish_in_flight()
+        except asyncio.CancelledError:
+            # Shutdown. Faust commits acked offsets after the agents stop: finish, deliver and ack what was taken,
+            # so the next worker neither loses nor repeats it; if that cannot be done, exit without acking and the
+            # frames are inspected again.
+            try:
+                await asyncio.wait_for(finish_in_flight(), timeout=DELIVERY_DEADLINE_S)
+            except BaseException:
+                log.critical("shutdown with batches in flight that could not be delivered; exiting unacked")
+                os._exit(70)
+            raise
+
+    def incoming_frames(events: list) -> list[IncomingFrame]:
+        received = time.time_ns()
+        return [
+            IncomingFrame(
+                value=event.value,
+                headers=frame_schema.headers_to_dict(event.message.headers),
+                topic=event.message.topic,
+                partition=event.message.partition,
+                offset=event.message.offset,
+                received_ts_ns=received,
+            )
+            for event in events
+        ]
+
+    async def inspect_batch(loop: asyncio.AbstractEventLoop, frames: list[IncomingFrame]) -> list[Outgoing]:
         t0 = time.perf_counter()
         try:
             outgoing = await loop.run_in_executor(executor, inspector.inspect, frames)
@@ -216,7 +242,7 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
             log.exception("inspection of a batch of %d frames failed", len(frames))
             outgoing = inspector.fail_safe(frames, "inspection_failed", repr(exc))
         metrics.observe_batch(len(frames), time.perf_counter() - t0, outgoing)
-        await deliver(outgoing)
+        return outgoing
 
     @app.agent(stats_source, name="line-stats")
     async def line_stats(stream: faust.StreamT) -> None:
