@@ -3,7 +3,8 @@
     python -m bench.e2e_bench --model ARTIFACT [--rates 20,40] [--seconds 20] [--budget-ms 200]
 
 First an untimed warm-up burst (``--warmup-frames``): the worker's first batches and a fresh broker JVM are slower
-than a running line's, and the broker is started fresh for each benchmark.
+than a running line's, and the broker is started fresh for each benchmark. Each timed round starts once the worker,
+the broker and the bench are idle (``settle``: what a burst leaves behind is not the next round's latency).
 For each fixed frame rate: capture-to-gate latency p50/p95/p99 over every frame and the deadline misses at
 ``--budget-ms``. Then the maximum sustained rate: a burst sent as fast as the camera can, measured as completed
 verdicts per second once the pipeline is saturated. Beside it, in the same run and with the same threads, the
@@ -133,6 +134,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def settle(pids: dict[str, int], busy_share: float = 0.1, timeout_s: float = 60.0) -> float:
+    """Wait until the processes in ``pids`` together use less than ``busy_share`` of one core over a second, and
+    return the seconds waited. A burst leaves work behind it (the line-stats agent catching up on thousands of
+    results, the broker's background work); a fixed-rate round that started into it would time that backlog."""
+    start = time.monotonic()
+    last = sum(cpu_seconds(pid) for pid in pids.values())
+    while time.monotonic() - start < timeout_s:
+        time.sleep(1.0)
+        now = sum(cpu_seconds(pid) for pid in pids.values())
+        if now - last < busy_share:
+            break
+        last = now
+    return time.monotonic() - start
+
+
 def run_rate(
     settings: Settings, frames: list[bytes], fps: float | None, count: int, tag: str, pids: dict[str, int] | None = None
 ) -> dict[str, Any]:
@@ -251,14 +267,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             # First batches pay for allocations and connections, and a fresh broker JVM costs ~3x the CPU per frame
             # of a warm one (measured here, bursts of 1500: 4.4, 2.9, 1.5, 1.3, 1.2 CPU-ms per frame).
             run_rate(settings, frames, None, args.warmup_frames, "warmup")
-            for fps in [float(r) for r in args.rates.split(",") if r.strip()]:
-                row = run_rate(settings, frames, fps, int(fps * args.seconds), f"rate{fps:g}")
-                rows.append(row)
-                print(json.dumps(row), flush=True)
             pids = {"worker": worker.proc.pid, "bench (camera, gate, reader)": os.getpid()}
             if cluster.local is not None:
                 pids["kafka broker"] = cluster.local.pid
+            for fps in [float(r) for r in args.rates.split(",") if r.strip()]:
+                waited = settle(pids)
+                row = run_rate(settings, frames, fps, int(fps * args.seconds), f"rate{fps:g}")
+                row["settled_s"] = round(waited, 1)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            waited = settle(pids)
             burst = run_rate(settings, frames, None, args.burst, "burst", pids)
+            burst["settled_s"] = round(waited, 1)
             print(json.dumps(burst), flush=True)
             if worker.returncode is not None:
                 raise RuntimeError(f"worker died:\n{worker.log_tail()}")
