@@ -34,6 +34,7 @@ from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_credentials
 from streams.settings import Settings
 from streams.worker import faust_fixes, stats
+from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,14 @@ def model_fingerprint(path: Path | None) -> str | None:
     return f"{target.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def create_app(settings: Settings, engine: InferenceEngine | None = None) -> faust.App:
+def create_app(
+    settings: Settings, engine: InferenceEngine | None = None, metrics: WorkerMetrics | None = None
+) -> faust.App:
     """Build the worker app. The engine is loaded once per process, here, before any frame arrives."""
     faust_fixes.install()
     engine = engine or load_engine(settings)
     inspector = FrameInspector.from_settings(engine, settings)
-    metrics = WorkerMetrics()
+    metrics = metrics or WorkerMetrics()
     metrics.serving(engine)
     windows = stats.parse_windows(settings.stats_windows_s)
     datadir = settings.cache_dir / "worker" / settings.app_id
@@ -381,6 +384,10 @@ def create_app(settings: Settings, engine: InferenceEngine | None = None) -> fau
 
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGINT/SIGTERM (Faust drains the current batch on shutdown)."""
-    app = create_app(settings)
+    metrics = WorkerMetrics()
+    app = create_app(settings, metrics=metrics)
+    # Now torch, OpenVINO, Faust and the model are loaded: nearly every long-lived object exists (see gc_pauses).
+    freeze_startup_objects()
+    GCPauseWatch(metrics.observe_gc_pause).install()
     worker = faust.Worker(app, loglevel=settings.log_level, workdir=str(settings.cache_dir))
     worker.execute_from_commandline()

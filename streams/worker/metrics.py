@@ -85,6 +85,13 @@ class WorkerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "defectstream_gc_pause_seconds",
+            "Python garbage-collection pauses, by generation (every worker thread stops meanwhile)",
+            ["generation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=r,
+        )
         self.confidence = Histogram(
             "defectstream_confidence",
             "Top-class confidence of inspected frames",
@@ -131,6 +138,9 @@ class WorkerMetrics:
             elif isinstance(rec, RetrainingSample):
                 for reason in rec.selected_because:
                     self.retraining_samples.labels(reason).inc()
+
+    def observe_gc_pause(self, generation: int, seconds: float) -> None:
+        self.gc_pause.labels(str(generation)).observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
