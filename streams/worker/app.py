@@ -18,6 +18,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +51,15 @@ OUTPUT_ROLES = (
 DELIVERY_DEADLINE_S = 120.0
 
 
+def exit_if_failed(task: asyncio.Future, exit: Callable[[int], object] = os._exit) -> None:
+    """Done-callback of a batch's delivery task: a delivery that raised leaves its batch unacked, and every later
+    batch would queue behind it; exit at once (unacked) instead of when the next batch happens to arrive."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical("delivering a batch failed; exiting without acking it", exc_info=task.exception())
+    exit(70)
+
+
 def load_engine(settings: Settings) -> InferenceEngine:
     if settings.model_path is None:
         raise ValueError("no model: set DEFECTSTREAM_MODEL_PATH or pass --model")
@@ -76,7 +86,10 @@ def model_fingerprint(path: Path | None) -> str | None:
 
 
 def create_app(
-    settings: Settings, engine: InferenceEngine | None = None, metrics: WorkerMetrics | None = None
+    settings: Settings,
+    engine: InferenceEngine | None = None,
+    metrics: WorkerMetrics | None = None,
+    gc_watch: GCPauseWatch | None = None,
 ) -> faust.App:
     """Build the worker app. The engine is loaded once per process, here, before any frame arrives."""
     faust_fixes.install()
@@ -149,8 +162,8 @@ def create_app(
 
         Reject commands go first: if anything goes wrong afterwards, the gate has already been told. Failed sends
         are retried (Faust's producer is not idempotent: a retry can repeat a record, which consumers de-duplicate
-        by part id). If Kafka stays unreachable past DELIVERY_DEADLINE_S the process exits hard, so the batch is
-        never acked: a restarted worker inspects it again rather than losing it."""
+        by part id). If Kafka has not acknowledged every record within DELIVERY_DEADLINE_S the process exits hard,
+        so the batch is never acked: a restarted worker inspects it again rather than losing it."""
         pending = sorted(outgoing, key=lambda o: o.role != topics.REJECT_COMMANDS)
         deadline = time.monotonic() + DELIVERY_DEADLINE_S
         backoff = 0.1
@@ -163,7 +176,14 @@ def create_app(
                 except Exception:
                     log.exception("sending to %s failed", o.role)
                     failed.append(o)
-            results = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
+            try:
+                # Bounded: Faust's producer would otherwise let a send wait up to producer_request_timeout (20 min).
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(f for _, f in futures), return_exceptions=True),
+                    timeout=max(deadline - time.monotonic(), 1.0),
+                )
+            except TimeoutError:
+                results = [TimeoutError("no acknowledgement from Kafka in time")] * len(futures)
             failed += [o for (o, _), r in zip(futures, results, strict=True) if isinstance(r, BaseException)]
             if not failed:
                 return
@@ -196,12 +216,17 @@ def create_app(
                 await stream.ack(event)
 
         async def finish_in_flight() -> None:
+            # Shielded: if this wait is cancelled, the delivery and inspection it waits for must go on.
             if delivering is not None:
-                await delivering
+                await asyncio.shield(delivering)
             if inspecting is not None:
-                await deliver_and_ack(inspecting[0], await inspecting[1])
+                await deliver_and_ack(inspecting[0], await asyncio.shield(inspecting[1]))
 
         try:
+            # Not wrapped in aclosing() on purpose: closing noack_take switches the stream's auto-acks back on
+            # (its finally) while frames it buffered but never yielded may still be on their way through the stream,
+            # and those must stay unacked for the next worker. Left open, shutdown behaves as with take_events, which
+            # tests/integration/test_worker_failover.py covers; errors end in a hard exit, never in a restart.
             async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_s):
                 frames = incoming_frames(events)
                 inspecting = (events, asyncio.ensure_future(inspect_batch(loop, frames)))
@@ -210,6 +235,7 @@ def create_app(
                 if delivering is not None:
                     await asyncio.shield(delivering)
                 delivering = asyncio.ensure_future(deliver_and_ack(events, outgoing))
+                delivering.add_done_callback(exit_if_failed)
                 inspecting = None
             await finish_in_flight()
         except asyncio.CancelledError:
@@ -219,9 +245,16 @@ def create_app(
             try:
                 await asyncio.wait_for(finish_in_flight(), timeout=DELIVERY_DEADLINE_S)
             except BaseException:
-                log.critical("shutdown with batches in flight that could not be delivered; exiting unacked")
+                log.critical(
+                    "shutdown with batches in flight that could not be delivered; exiting unacked", exc_info=True
+                )
                 os._exit(70)
             raise
+        except Exception:
+            # Fail-stop. A restarted agent would go on taking later frames while these stay unacked, and Faust can
+            # commit past a one-offset hole: exit now, unacked, and let the next worker inspect them again.
+            log.critical("the inspection agent failed; exiting without acking its batches in flight", exc_info=True)
+            os._exit(70)
 
     def incoming_frames(events: list) -> list[IncomingFrame]:
         received = time.time_ns()
@@ -320,6 +353,12 @@ def create_app(
         async def watch_model() -> None:
             await reload_model()
 
+    if gc_watch is not None:
+
+        @app.timer(interval=5.0)
+        async def log_gc_pauses() -> None:
+            gc_watch.log_long_pauses()
+
     flow_watchdog = faust_fixes.FlowWatchdog()
 
     @app.timer(interval=5.0)
@@ -385,9 +424,10 @@ def create_app(
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGINT/SIGTERM (Faust drains the current batch on shutdown)."""
     metrics = WorkerMetrics()
-    app = create_app(settings, metrics=metrics)
+    gc_watch = GCPauseWatch(metrics.observe_gc_pause)
+    app = create_app(settings, metrics=metrics, gc_watch=gc_watch)
     # Now torch, OpenVINO, Faust and the model are loaded: nearly every long-lived object exists (see gc_pauses).
     freeze_startup_objects()
-    GCPauseWatch(metrics.observe_gc_pause).install()
+    gc_watch.install()
     worker = faust.Worker(app, loglevel=settings.log_level, workdir=str(settings.cache_dir))
     worker.execute_from_commandline()

@@ -14,12 +14,13 @@ import atexit
 import gc
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-# A pause this long is logged: it is a visible share of a gate budget.
+# A pause this long is logged (by the next log_long_pauses call): it is a visible share of a gate budget.
 LOG_PAUSE_S = 0.05
 
 
@@ -33,11 +34,16 @@ def freeze_startup_objects() -> int:
 
 
 class GCPauseWatch:
-    """A ``gc.callbacks`` entry that reports each collection's duration to ``observe(generation, seconds)`` and
-    logs the long ones."""
+    """A ``gc.callbacks`` entry that hands each collection's duration to ``observe(generation, seconds)`` and keeps
+    the long ones for :meth:`log_long_pauses`.
+
+    It runs inside the collector, in whatever thread triggered it, possibly while that thread holds a lock:
+    ``observe`` must not take a lock the rest of the program holds while allocating (the worker's observes a
+    pre-created histogram child), and the callback does not log; a timer calls :meth:`log_long_pauses`."""
 
     def __init__(self, observe: Callable[[int, float], None]):
         self.observe = observe
+        self.long_pauses: deque[tuple[int, float]] = deque(maxlen=64)
         self._started: float | None = None
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
@@ -50,9 +56,16 @@ class GCPauseWatch:
         self._started = None
         self.observe(info["generation"], seconds)
         if seconds >= LOG_PAUSE_S:
-            log.warning(
-                "garbage collection (generation %d) stopped the worker for %.0f ms", info["generation"], seconds * 1000
-            )
+            self.long_pauses.append((info["generation"], seconds))
+
+    def log_long_pauses(self) -> int:
+        """Log (and forget) the pauses of LOG_PAUSE_S or more since the last call; returns how many."""
+        logged = 0
+        while self.long_pauses:
+            generation, seconds = self.long_pauses.popleft()
+            log.warning("garbage collection (generation %d) stopped the worker for %.0f ms", generation, seconds * 1000)
+            logged += 1
+        return logged
 
     def install(self) -> GCPauseWatch:
         gc.callbacks.append(self)

@@ -92,6 +92,9 @@ class WorkerMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
             registry=r,
         )
+        # Created now, not in observe_gc_pause: that runs inside the garbage collector, where labels() could wait
+        # for the metric's lock held by a /metrics scrape on the same thread.
+        self._gc_pause_by_generation = {g: self.gc_pause.labels(str(g)) for g in range(3)}
         self.confidence = Histogram(
             "defectstream_confidence",
             "Top-class confidence of inspected frames",
@@ -140,7 +143,9 @@ class WorkerMetrics:
                     self.retraining_samples.labels(reason).inc()
 
     def observe_gc_pause(self, generation: int, seconds: float) -> None:
-        self.gc_pause.labels(str(generation)).observe(seconds)
+        child = self._gc_pause_by_generation.get(generation)
+        if child is not None:  # CPython has generations 0-2
+            child.observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -34,7 +34,7 @@ def test_watch_reports_every_collection_by_generation_until_removed():
     assert len(seen) == 2
 
 
-def test_watch_logs_a_pause_that_eats_into_the_gate_budget(monkeypatch, caplog):
+def test_watch_keeps_long_pauses_and_logs_them_outside_the_collector(monkeypatch, caplog):
     clock = iter([10.0, 10.0 + gc_pauses.LOG_PAUSE_S + 0.2, 20.0, 20.001])
     monkeypatch.setattr(gc_pauses.time, "perf_counter", lambda: next(clock))
     seen: list[tuple[int, float]] = []
@@ -44,6 +44,9 @@ def test_watch_logs_a_pause_that_eats_into_the_gate_budget(monkeypatch, caplog):
         watch("stop", {"generation": 2})
         watch("start", {"generation": 0})
         watch("stop", {"generation": 0})
+        assert not caplog.records  # nothing is logged from inside the collector
+        assert watch.log_long_pauses() == 1
+        assert watch.log_long_pauses() == 0
     assert [g for g, _ in seen] == [2, 0]
     assert seen[0][1] > gc_pauses.LOG_PAUSE_S
     assert len(caplog.records) == 1 and "generation 2" in caplog.messages[0] and "250 ms" in caplog.messages[0]
