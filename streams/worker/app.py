@@ -422,7 +422,8 @@ def create_app(
 
 
 def run_worker(settings: Settings) -> None:
-    """Run the worker in the foreground until SIGINT/SIGTERM (Faust drains the current batch on shutdown)."""
+    """Run the worker in the foreground until SIGINT/SIGTERM (the batches in flight are finished, delivered and
+    acked before Faust's final commit)."""
     metrics = WorkerMetrics()
     gc_watch = GCPauseWatch(metrics.observe_gc_pause)
     app = create_app(settings, metrics=metrics, gc_watch=gc_watch)
