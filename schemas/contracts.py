@@ -2,6 +2,8 @@
 
 The files are language-neutral (Draft 2020-12) so a gateway or an analyst's job in any language can check what it
 writes or reads; the Python codecs in :mod:`schemas.records` and :mod:`schemas.frame` validate through them.
+Validation runs on every record a worker, gate or sink reads, so it uses jsonschema-rs (compiled, ~2 us per
+inspection result instead of ~140 us with the pure-Python ``jsonschema``).
 """
 
 from __future__ import annotations
@@ -11,24 +13,28 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+import jsonschema_rs
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 
 
 @cache
-def validator(name: str) -> Draft202012Validator:
-    """Validator for ``schemas/json/<name>.schema.json`` (checked against the metaschema on first load)."""
+def validator(name: str) -> jsonschema_rs.Draft202012Validator:
+    """Validator for ``schemas/json/<name>.schema.json`` (checked against the metaschema on first load: raises
+    ``jsonschema_rs.ValidationError`` for a schema that is not valid Draft 2020-12)."""
     schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    jsonschema_rs.meta.validate(schema)
+    return jsonschema_rs.Draft202012Validator(schema)
 
 
 def errors(name: str, document: Any) -> list[str]:
     """Every way ``document`` breaks schema ``name``, as readable one-liners (empty when it conforms)."""
+    check = validator(name)
+    if check.is_valid(document):  # the common case, without building error objects
+        return []
     out = []
-    for error in sorted(validator(name).iter_errors(document), key=lambda e: list(e.absolute_path)):
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    for error in sorted(check.iter_errors(document), key=lambda e: [str(p) for p in e.instance_path]):
+        where = "/".join(str(p) for p in error.instance_path) or "(root)"
         out.append(f"{where}: {error.message}")
     return out
 

@@ -1,5 +1,6 @@
 import json
 
+import jsonschema_rs
 import pytest
 
 from schemas import contracts
@@ -104,7 +105,24 @@ def test_every_schema_file_is_valid_draft_2020_12_and_has_a_record_type():
     names = contracts.schema_names()
     assert set(names) == set(RECORD_TYPES) | {"frame_headers"}
     for name in names:
-        contracts.validator(name)  # check_schema raises on an invalid schema
+        contracts.validator(name)  # the metaschema check raises on an invalid schema
+
+
+def test_a_schema_file_that_breaks_the_metaschema_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "broken.schema.json").write_text('{"type": "object", "properties": {"a": {"type": "strin"}}}')
+    monkeypatch.setattr(contracts, "SCHEMA_DIR", tmp_path)
+    contracts.validator.cache_clear()
+    try:
+        with pytest.raises(jsonschema_rs.ValidationError, match="strin"):
+            contracts.validator("broken")
+    finally:
+        contracts.validator.cache_clear()
+
+
+def test_errors_name_where_and_what():
+    problems = contracts.errors("reject_command", {"kind": "reject_command", "schema_version": 2, "part_id": ""})
+    assert any(p.startswith("part_id: ") for p in problems), problems
+    assert any(p.startswith("(root): ") and "line_id" in p for p in problems), problems
 
 
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
@@ -130,7 +148,7 @@ def test_wrong_kind_version_and_garbage_are_refused():
 def test_missing_and_unknown_fields_are_refused():
     data = json.loads(_result().to_json())
     del data["label"]
-    with pytest.raises(SchemaError, match="'label' is a required property"):
+    with pytest.raises(SchemaError, match='"label" is a required property'):
         InspectionResult.from_json(json.dumps(data))
     data = json.loads(_result().to_json())
     data["colour"] = "red"
