@@ -76,6 +76,26 @@ class ServingModel:
         return self.engine.version
 
 
+@dataclass(frozen=True)
+class DecodedBatch:
+    """What the decode stage hands to the inference stage."""
+
+    serving: ServingModel
+    valid: list[tuple[IncomingFrame, frame_schema.FrameMeta]]
+    batch: np.ndarray | None  # preprocessed images of ``valid``, None when no frame was valid
+    unreadable: list[Outgoing]  # dead letters and fail-safe rejects of the invalid frames
+    decode_ms: float  # per frame, over the whole batch
+
+
+@dataclass(frozen=True)
+class InferredBatch:
+    """What the inference stage hands to the decision stage."""
+
+    decoded: DecodedBatch
+    probs: np.ndarray | None  # class probabilities of ``decoded.valid``, None when no frame was valid
+    infer_ms: float  # the batch's forward pass
+
+
 class FrameInspector:
     def __init__(
         self,
@@ -128,7 +148,13 @@ class FrameInspector:
         return old
 
     def inspect(self, frames: list[IncomingFrame]) -> list[Outgoing]:
-        serving = self._serving  # one model per batch, whatever a reload does meanwhile
+        """All three stages in the calling thread: ``decode``, ``infer``, ``decide``."""
+        return self.decide(self.infer(self.decode(frames)))
+
+    def decode(self, frames: list[IncomingFrame]) -> DecodedBatch:
+        """Stage 1: headers, decode and preprocess; invalid frames become dead letters and fail-safe rejects here.
+        The model is chosen here, once per batch, so a hot reload never mixes two models in one batch."""
+        serving = self._serving
         engine = serving.engine
         min_side = engine.input_size if self.reduced_decode else None
         out: list[Outgoing] = []
@@ -148,16 +174,31 @@ class FrameInspector:
                 out.extend(self._unreadable(frame, "decode_error", repr(exc)))
                 continue
             valid.append((frame, meta, image))
-        if not valid:
-            return out
-        batch = preprocess_batch([img for _, _, img in valid], engine.input_size, engine.mean, engine.std)
+        images = [img for _, _, img in valid]
+        batch = preprocess_batch(images, engine.input_size, engine.mean, engine.std) if images else None
+        decode_ms = round((time.perf_counter() - t0) * 1000 / len(frames), 3) if frames else 0.0
+        return DecodedBatch(serving, [(frame, meta) for frame, meta, _ in valid], batch, out, decode_ms)
+
+    def infer(self, decoded: DecodedBatch) -> InferredBatch:
+        """Stage 2: one forward pass for the batch's valid frames; nothing else, so a worker's inference thread
+        goes straight on to the next batch."""
+        if decoded.batch is None:
+            return InferredBatch(decoded, None, 0.0)
         t1 = time.perf_counter()
-        probs = engine.predict(batch)
+        probs = decoded.serving.engine.predict(decoded.batch)
         t2 = time.perf_counter()
-        decode_ms = round((t1 - t0) * 1000 / len(frames), 3)
-        infer_ms = round((t2 - t1) * 1000, 3)
-        for (frame, meta, _), p in zip(valid, probs, strict=True):
-            out.extend(self._verdict(serving, frame, meta, p, decode_ms, infer_ms, len(valid)))
+        return InferredBatch(decoded, probs, round((t2 - t1) * 1000, 3))
+
+    def decide(self, inferred: InferredBatch) -> list[Outgoing]:
+        """Stage 3: a verdict (and its commands and samples) per valid frame, after the dead letters."""
+        decoded = inferred.decoded
+        out = list(decoded.unreadable)
+        if inferred.probs is None:
+            return out
+        for (frame, meta), p in zip(decoded.valid, inferred.probs, strict=True):
+            out.extend(
+                self._verdict(decoded.serving, frame, meta, p, decoded.decode_ms, inferred.infer_ms, len(decoded.valid))
+            )
         return out
 
     def predict_one(self, frame: IncomingFrame) -> Outgoing:

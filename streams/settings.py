@@ -55,6 +55,10 @@ class Settings:
     # (a 20 fps camera delivers a frame every 50 ms) while still batching bursts.
     max_wait_s: float = 0.02
     inference_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    # Batches taken but not yet delivered and acked. Three stages work at once (decode of batch N+2, inference of
+    # N+1, verdicts and delivery of N), so under load the inference thread goes from batch to batch without waiting
+    # for the event loop; 1 = one batch at a time.
+    max_batches_in_flight: int = 3
     ok_class: str = "ok"
     # Top-class confidence below the class's threshold -> "review" (manual inspection): "0.5" or "0.5,scratch=0.8".
     decision_thresholds: str = "0.5"

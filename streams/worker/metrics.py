@@ -74,7 +74,7 @@ class WorkerMetrics:
         )
         self.compute = Histogram(
             "defectstream_batch_compute_seconds",
-            "Decode + preprocess + inference of one batch",
+            "Decode + preprocess + inference of one batch (its own work, not time queued behind other batches)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -116,9 +116,11 @@ class WorkerMetrics:
         self.model_info.clear()
         self.model_info.labels(engine.model_name, engine.version, engine.name, engine.precision, engine.device).set(1)
 
-    def observe_batch(self, batch_size: int, compute_s: float, outgoing: Iterable[Outgoing]) -> None:
+    def observe_batch(self, batch_size: int, compute_s: float | None, outgoing: Iterable[Outgoing]) -> None:
+        """``compute_s`` None: the batch failed before it was inspected (its frames are fail-safe dead letters)."""
         self.batch_size.observe(batch_size)
-        self.compute.observe(compute_s)
+        if compute_s is not None:
+            self.compute.observe(compute_s)
         for o in outgoing:
             rec = o.record
             if isinstance(rec, InspectionResult):

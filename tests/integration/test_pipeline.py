@@ -161,6 +161,10 @@ def test_mixed_frames_every_frame_accounted_for(kafka_settings, skeleton_model, 
         by_part[cmd.part_id] = cmd
     assert set(by_part) == flagged
     assert gate.stats.missed == 0 and gate.stats.stale == 0
+    # One gate's verdict commands arrive in the order they were decided, although the worker had several batches
+    # in its pipeline at once (fail-safes are decided earlier, at decode, so they are left out of this check).
+    decided = [cmd.decided_ts_ns for cmd in gate_commands if cmd.reason != UNREADABLE_FRAME]
+    assert decided == sorted(decided)
     for r in results:
         if r.decision != "pass":
             assert (by_part[r.part_id].action, by_part[r.part_id].label) == (r.decision, r.label)

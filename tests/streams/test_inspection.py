@@ -205,3 +205,27 @@ def test_an_unexpected_decode_error_costs_only_that_frame(monkeypatch):
     out = _by_role(_inspector().inspect([_frame("bad", b"boom"), _frame("good", _jpeg(220), offset=1)]))
     assert DeadLetter.from_json(out[topics.DEAD_LETTERS][0].value).reason == "decode_error"
     assert [InspectionResult.from_json(o.value).part_id for o in out[topics.RESULTS]] == ["good"]
+
+
+def test_a_batch_keeps_the_model_it_was_decoded_for_across_a_swap():
+    inspector = _inspector()
+    decoded = inspector.decode([_frame("a", _jpeg(220)), _frame("bad", b"")])
+    inspector.swap_engine(FixedEngine(version="fixed-2"))  # lands between the decode and inference stages
+    by = _by_role(inspector.decide(inspector.infer(decoded)))
+    assert [InspectionResult.from_json(o.value).model_version for o in by[topics.RESULTS]] == ["fixed-1"]
+    assert len(by[topics.DEAD_LETTERS]) == 1
+    later = _by_role(inspector.inspect([_frame("b", _jpeg(220))]))
+    assert InspectionResult.from_json(later[topics.RESULTS][0].value).model_version == "fixed-2"
+
+
+def test_a_batch_with_no_readable_frame_skips_the_model():
+    class NoCalls(FixedEngine):
+        def predict(self, batch):
+            raise AssertionError("the model must not run on an empty batch")
+
+    inspector = _inspector(NoCalls())
+    inferred = inspector.infer(inspector.decode([_frame("bad", b""), _frame("junk", b"0123456789junk")]))
+    assert inferred.probs is None
+    by = _by_role(inspector.decide(inferred))
+    assert len(by[topics.DEAD_LETTERS]) == 2 and len(by[topics.REJECT_COMMANDS]) == 2
+    assert topics.RESULTS not in by

@@ -1,7 +1,10 @@
 import asyncio
 import logging
 
-from streams.worker.app import exit_if_failed
+import pytest
+
+from streams.settings import Settings
+from streams.worker.app import check_pipeline_limits, exit_if_failed
 
 
 def _finished(outcome: str) -> asyncio.Future:
@@ -32,3 +35,17 @@ def test_a_delivered_or_cancelled_batch_does_not_stop_the_worker():
     exit_if_failed(_finished("ok"), exit=exits.append)
     exit_if_failed(_finished("cancelled"), exit=exits.append)
     assert exits == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_batch": 0}, "max_batch must be at least 1"),
+        ({"max_wait_s": 0.0}, "max_wait_s must be above 0"),
+        ({"max_batches_in_flight": 0}, "max_batches_in_flight must be at least 1"),
+    ],
+)
+def test_batch_limits_the_agent_cannot_work_with_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        check_pipeline_limits(Settings().replace(**change))
+    check_pipeline_limits(Settings())  # the defaults pass
