@@ -28,12 +28,19 @@ def validator(name: str) -> jsonschema_rs.Draft202012Validator:
 
 
 def errors(name: str, document: Any) -> list[str]:
-    """Every way ``document`` breaks schema ``name``, as readable one-liners (empty when it conforms)."""
+    """Every way ``document`` breaks schema ``name``, as readable one-liners (empty when it conforms). Never raises
+    for a document: one the validator cannot walk (nested beyond its recursion limit, keys that are not valid
+    UTF-8) is reported as a problem like any other, so a reader dead-letters it instead of dying on it."""
     check = validator(name)
-    if check.is_valid(document):  # the common case, without building error objects
-        return []
+    try:
+        if check.is_valid(document):  # the common case, without building error objects
+            return []
+        found = list(check.iter_errors(document))
+    except (ValueError, UnicodeError, OverflowError, RecursionError) as exc:
+        return [f"(root): cannot be validated: {exc}"]
     out = []
-    for error in sorted(check.iter_errors(document), key=lambda e: [str(p) for p in e.instance_path]):
+    # Numeric path parts (array indexes) sort as numbers, names as text.
+    for error in sorted(found, key=lambda e: [(isinstance(p, str), p) for p in e.instance_path]):
         where = "/".join(str(p) for p in error.instance_path) or "(root)"
         out.append(f"{where}: {error.message}")
     return out

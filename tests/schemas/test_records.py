@@ -119,6 +119,20 @@ def test_a_schema_file_that_breaks_the_metaschema_is_refused(tmp_path, monkeypat
         contracts.validator.cache_clear()
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Nested past the validator's recursion limit (json.loads accepts ~1000 levels).
+        '{"kind": "reject_command", "schema_version": 2, "label": ' + "[" * 400 + "]" * 400 + "}",
+        # A key with a lone surrogate: valid JSON, not encodable as UTF-8.
+        '{"kind": "reject_command", "schema_version": 2, "\\ud800": 1}',
+    ],
+)
+def test_documents_the_validator_cannot_walk_are_schema_errors(raw):
+    with pytest.raises(SchemaError, match="cannot be validated"):
+        RejectCommand.from_json(raw)
+
+
 def test_errors_name_where_and_what():
     problems = contracts.errors("reject_command", {"kind": "reject_command", "schema_version": 2, "part_id": ""})
     assert any(p.startswith("part_id: ") for p in problems), problems
