@@ -196,14 +196,15 @@ class FrameInspector:
         if inferred.probs is None:
             return out
         for (frame, meta), p in zip(decoded.valid, inferred.probs, strict=True):
+            if not np.isfinite(p).all():
+                # A broken model (or an FP16 overflow) must not become a verdict; NaN is not JSON either, so
+                # every reader would refuse the result. Fail safe, like a frame that cannot be read.
+                out.extend(self._unreadable(frame, "non_finite_output", f"the model returned {p.tolist()}"))
+                continue
             out.extend(
                 self._verdict(decoded.serving, frame, meta, p, decoded.decode_ms, inferred.infer_ms, len(decoded.valid))
             )
         return out
-
-    def predict_one(self, frame: IncomingFrame) -> Outgoing:
-        """HTTP predict: the frame's InspectionResult, or its DeadLetter when it cannot be inspected."""
-        return next(o for o in self.inspect([frame]) if o.role in (topics.RESULTS, topics.DEAD_LETTERS))
 
     def fail_safe(self, frames: list[IncomingFrame], reason: str, detail: str) -> list[Outgoing]:
         """Dead letters and fail-safe rejects for a whole batch, when inspection itself failed."""

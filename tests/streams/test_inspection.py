@@ -229,3 +229,18 @@ def test_a_batch_with_no_readable_frame_skips_the_model():
     by = _by_role(inspector.decide(inferred))
     assert len(by[topics.DEAD_LETTERS]) == 2 and len(by[topics.REJECT_COMMANDS]) == 2
     assert topics.RESULTS not in by
+
+
+def test_a_non_finite_model_output_fails_safe():
+    class Broken(FixedEngine):
+        def predict(self, batch):
+            out = super().predict(batch)
+            out[0] = np.nan  # the first frame of the batch
+            return out
+
+    by = _by_role(_inspector(Broken()).inspect([_frame("nan", _jpeg(220)), _frame("fine", _jpeg(220), offset=1)]))
+    assert [InspectionResult.from_json(o.value).part_id for o in by[topics.RESULTS]] == ["fine"]
+    (letter,) = [DeadLetter.from_json(o.value) for o in by[topics.DEAD_LETTERS]]
+    assert letter.reason == "non_finite_output" and letter.headers["part_id"] == "nan"
+    (command,) = [RejectCommand.from_json(o.value) for o in by[topics.REJECT_COMMANDS]]
+    assert (command.part_id, command.reason, command.action) == ("nan", UNREADABLE_FRAME, "reject")
