@@ -2,9 +2,9 @@
 
 Agents:
 - ``inspect-frames``: frames -> ``stream.noack_take(max_batch, within=max_wait_s)`` -> FrameInspector stages
-  (decode and verdicts in one thread, inference in another) -> results, reject commands, dead letters, retraining
-  samples; up to ``max_batches_in_flight`` batches in the pipeline, delivered in order, each acked only after Kafka
-  has every output (at-least-once).
+  (decode, infer, decide; a thread each) -> results, reject commands, dead letters, retraining samples; up to
+  ``max_batches_in_flight`` batches in the pipeline (streams.worker.pipeline), delivered in order, each acked only
+  after Kafka has every output (at-least-once).
 - ``line-stats``: inspection results + dead letters (both keyed by line, co-partitioned) -> one Faust tumbling
   table per window size -> a LineStats record per line and window, published ``stats_grace_s`` after it closes.
 
@@ -15,12 +15,10 @@ InspectionResult JSON out, nothing published), ``POST /reload`` (swap in the mod
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from streams.settings import Settings
 from streams.worker import faust_fixes, stats
 from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
+from streams.worker.pipeline import BatchPipeline
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +50,6 @@ OUTPUT_ROLES = (
 )
 # How long a batch's records may stay undeliverable before the worker gives up (and exits without acking).
 DELIVERY_DEADLINE_S = 120.0
-
-
-def exit_if_failed(task: asyncio.Future, exit: Callable[[int], object] = os._exit) -> None:
-    """Done-callback of a batch's delivery task: a delivery that raised leaves its batch unacked, and every later
-    batch would queue behind it; exit at once (unacked) instead of when the next batch happens to arrive."""
-    if task.cancelled() or task.exception() is None:
-        return
-    log.critical("delivering a batch failed; exiting without acking it", exc_info=task.exception())
-    exit(70)
 
 
 def check_pipeline_limits(settings: Settings) -> None:
@@ -166,11 +156,22 @@ def create_app(
         .relative_to_stream()
         for w in windows
     }
-    # One inference thread: the engine parallelises inside a batch, and /predict queues behind batches. It runs
-    # only the model: decoding and verdicts happen in a second thread, so the engine goes from one batch straight
-    # to the next (verdicts cost ~10 us a frame alone, but ~190 us on the inference thread of a busy worker).
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
-    prepare_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+    # One thread per stage. The inference thread runs only the model (the engine parallelises inside a batch), so
+    # it goes from one batch straight to the next: verdicts cost ~10 us a frame alone, but ~190 us on the inference
+    # thread of a busy worker. Verdicts have their own thread so a batch's commands never queue behind the decode
+    # of a later batch. /predict goes through the same stages, queued behind the batches.
+    stages = {
+        name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) for name in ("decode", "infer", "decide")
+    }
+
+    async def run_stages(frames: list[IncomingFrame]) -> tuple[list[Outgoing], float]:
+        """Decode, infer and decide ``frames``; returns the records and the batch's own decode + inference time."""
+        loop = asyncio.get_running_loop()
+        decoded = await loop.run_in_executor(stages["decode"], inspector.decode, frames)
+        inferred = await loop.run_in_executor(stages["infer"], inspector.infer, decoded)
+        outgoing = await loop.run_in_executor(stages["decide"], inspector.decide, inferred)
+        return outgoing, (decoded.decode_ms * len(frames) + inferred.infer_ms) / 1000
+
     reload_lock = asyncio.Lock()
     model_state = {"fingerprint": model_fingerprint(settings.model_path), "failed": None}
 
@@ -218,53 +219,33 @@ def create_app(
 
     @app.agent(frames_topic, name="inspect-frames")
     async def inspect_frames(stream: faust.StreamT) -> None:
-        """A pipeline of up to ``max_batches_in_flight`` batches: while batch N is delivered (event loop), N+1 is
-        inferred (inference thread) and N+2 decoded (prepare thread), so under load the inference thread goes from
-        batch to batch without waiting for the event loop. ``noack_take`` leaves acking to us, and a batch is acked
-        only once Kafka has all its records, so whatever happens, unacked frames are inspected again by the next
-        worker (at-least-once). Batches are delivered one at a time, in the order taken: one gate's commands stay
-        ordered, and a broker outage stops the pipeline after a few batches instead of piling them up in memory."""
-        loop = asyncio.get_running_loop()
-        in_flight: collections.deque[asyncio.Future] = collections.deque()  # per batch, oldest first
-
-        async def process(events: list, previous: asyncio.Future | None) -> None:
-            outgoing = await inspect_batch(loop, incoming_frames(events))
-            if previous is not None:
-                await previous  # delivery in the order taken
-            await deliver(outgoing)
-            for event in events:
-                await stream.ack(event)
-
-        async def wait_for_oldest() -> None:
-            # Shielded: if this wait is cancelled, the batch must go on. Dropped from in_flight only once done, so
-            # a shutdown that interrupts the wait still finds the batch in in_flight and waits for it too.
-            await asyncio.shield(in_flight[0])
-            in_flight.popleft()
-
-        async def finish_in_flight() -> None:
-            while in_flight:
-                await wait_for_oldest()
-
+        """Batches go through a BatchPipeline of up to ``max_batches_in_flight``: while batch N is delivered (event
+        loop) and its verdicts built (decide thread), N+1 is inferred (infer thread) and N+2 decoded (decode
+        thread), so under load the model goes from batch to batch without waiting for the event loop.
+        ``noack_take`` leaves acking to us, and a batch is acked only once Kafka has all its records, so whatever
+        happens, unacked frames are inspected again by the next worker (at-least-once). Batches are delivered one at
+        a time, in the order taken: one gate's commands stay ordered, and a broker outage stops the pipeline after a
+        few batches instead of piling them up in memory."""
+        pipeline = BatchPipeline(
+            inspect=lambda events: inspect_batch(incoming_frames(events)),
+            deliver=deliver,
+            ack=stream.ack,
+            max_in_flight=settings.max_batches_in_flight,
+        )
         try:
             # Not wrapped in aclosing() on purpose: closing noack_take switches the stream's auto-acks back on
             # (its finally) while frames it buffered but never yielded may still be on their way through the stream,
             # and those must stay unacked for the next worker. Left open, shutdown behaves as with take_events, which
             # tests/integration/test_worker_failover.py covers; errors end in a hard exit, never in a restart.
             async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_s):
-                task = asyncio.ensure_future(process(events, in_flight[-1] if in_flight else None))
-                task.add_done_callback(exit_if_failed)
-                in_flight.append(task)
-                while in_flight and in_flight[0].done():
-                    in_flight.popleft()
-                while len(in_flight) >= settings.max_batches_in_flight:
-                    await wait_for_oldest()
-            await finish_in_flight()
+                await pipeline.submit(events)
+            await pipeline.drain()
         except asyncio.CancelledError:
             # Shutdown. Faust commits acked offsets after the agents stop: finish, deliver and ack what was taken,
             # so the next worker neither loses nor repeats it; if that cannot be done, exit without acking and the
             # frames are inspected again.
             try:
-                await asyncio.wait_for(finish_in_flight(), timeout=DELIVERY_DEADLINE_S)
+                await asyncio.wait_for(pipeline.drain(), timeout=DELIVERY_DEADLINE_S)
             except BaseException:
                 log.critical(
                     "shutdown with batches in flight that could not be delivered; exiting unacked", exc_info=True
@@ -291,14 +272,10 @@ def create_app(
             for event in events
         ]
 
-    async def inspect_batch(loop: asyncio.AbstractEventLoop, frames: list[IncomingFrame]) -> list[Outgoing]:
+    async def inspect_batch(frames: list[IncomingFrame]) -> list[Outgoing]:
         compute_s = None
         try:
-            decoded = await loop.run_in_executor(prepare_executor, inspector.decode, frames)
-            inferred = await loop.run_in_executor(executor, inspector.infer, decoded)
-            outgoing = await loop.run_in_executor(prepare_executor, inspector.decide, inferred)
-            # The batch's own work, not the time it queued behind the batches ahead of it.
-            compute_s = (decoded.decode_ms * len(frames) + inferred.infer_ms) / 1000
+            outgoing, compute_s = await run_stages(frames)
         except Exception as exc:  # the worker must survive anything one batch can throw at it
             log.exception("inspection of a batch of %d frames failed", len(frames))
             outgoing = inspector.fail_safe(frames, "inspection_failed", repr(exc))
@@ -437,11 +414,11 @@ def create_app(
                 frame_schema.CONTENT_TYPE: content_type,
             }
             frame = IncomingFrame(body, headers, "http", 0, 0, received_ts_ns=time.time_ns())
-            outgoing = await asyncio.get_running_loop().run_in_executor(executor, inspector.predict_one, frame)
-            if isinstance(outgoing.record, DeadLetter):
-                letter = outgoing.record
-                return self.error(400, f"{letter.reason}: {letter.detail}", reason_code=letter.reason)
-            return self.json(outgoing.record.to_dict())
+            outgoing, _ = await run_stages([frame])
+            record = next(o.record for o in outgoing if o.role in (topics.RESULTS, topics.DEAD_LETTERS))
+            if isinstance(record, DeadLetter):
+                return self.error(400, f"{record.reason}: {record.detail}", reason_code=record.reason)
+            return self.json(record.to_dict())
 
     return app
 
