@@ -261,7 +261,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     frames = make_frames(args.width, args.height)
     bare = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames)
     print(f"bare {bare['engine']} at batch {bare['batch']}: {bare['frames_per_s']:.1f} frames/s", flush=True)
-    # The worker overlaps decode and inference (prepare and inference threads): the same without Kafka.
+    # The worker overlaps decode and inference (its decode and infer threads): the same without Kafka.
     overlapped = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames, overlap_decode=True)
     print(f"bare, decode overlapped with inference: {overlapped['frames_per_s']:.1f} frames/s", flush=True)
     base = Settings.from_env()
