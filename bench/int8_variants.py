@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     ref = {name: _predict(fp32.predict, x[name]) for name in x}
     train_records = ds.locate(splits["train"], args.data)
 
-    config: dict[str, str | int] = dict(COMPILE_CONFIG)
+    config: dict[str, str | int | bool] = dict(COMPILE_CONFIG)
     if args.threads:
         config["INFERENCE_NUM_THREADS"] = args.threads
     rows: list[dict[str, Any]] = []

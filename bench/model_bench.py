@@ -131,7 +131,7 @@ def _openvino_fp32(checkpoint: Path, size: int, threads: int) -> Callable[[np.nd
     import openvino as ov
 
     from models.checkpoint import load_checkpoint
-    from models.engines.openvino_engine import COMPILE_CONFIG, compile_for_serving
+    from models.engines.openvino_engine import COMPILE_CONFIG, ServingPlans
 
     model, _ = load_checkpoint(checkpoint)
     ov_model = ov.convert_model(
@@ -139,7 +139,7 @@ def _openvino_fp32(checkpoint: Path, size: int, threads: int) -> Callable[[np.nd
     )
     # The INT8 engine's own compile path and config (f32 hint: without it OpenVINO silently runs BF16 on CPUs
     # that have it, and "FP32" would not be FP32), so the two differ in precision only.
-    return compile_for_serving(ov_model, {**COMPILE_CONFIG, "INFERENCE_NUM_THREADS": threads}, size)
+    return ServingPlans(ov_model, {**COMPILE_CONFIG, "INFERENCE_NUM_THREADS": threads}, size)
 
 
 def _onnx_sessions(

@@ -5,7 +5,6 @@ Chosen by measurement (bench/model_bench.py): on this class of CPU it was the fa
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,11 @@ COMPILE_CONFIG = {
     # its numbers differ from the FP32 reference the accuracy guard measured against.
     "INFERENCE_PRECISION_HINT": "f32",
     "PERFORMANCE_HINT": "LATENCY",
+    # OpenVINO pins its inference threads to cores by default, chosen from the process's allowed CPUs: the same cores
+    # for every process on a node. Two single-thread workers on 2 cores were both pinned to core 0 and together ran
+    # at half the speed of unpinned (204 vs 411 frames/s, bench/colocated_engines.py); so would every worker pod of a
+    # node without the static CPU manager. Unpinned, one engine alone runs as fast (391 vs 397 frames/s).
+    "ENABLE_CPU_PINNING": False,
 }
 
 
@@ -29,38 +33,46 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def compile_for_serving(model: Any, config: dict[str, Any], input_size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """Compile ``model`` (an ``ov.Model`` or a model file path) twice: with a static batch of 1 and with the
-    dynamic batch; returns ``infer(batch) -> logits`` that sends single images to the static one.
+class ServingPlans:
+    """A model compiled twice, with a static batch of 1 and with the dynamic batch; calling it sends single images to
+    the static plan and batches to the dynamic one, and returns the logits.
 
     Why: at the frame rates of a line (tens of frames/s) most batches the worker takes hold one frame, and the
     static-shape plan skips the per-call shape handling of the dynamic one: ~5% of the batch-1 latency on the
     ResNet-50 here, nothing measurable at batch 8. Costs a second compiled copy of the weights."""
-    import openvino as ov
 
-    core = ov.Core()
-    dynamic = core.read_model(model) if isinstance(model, str | Path) else model
-    single = dynamic.clone()
-    single.reshape([1, 3, input_size, input_size])
-    one = core.compile_model(single, "CPU", config).create_infer_request()
-    many = core.compile_model(dynamic, "CPU", config).create_infer_request()
-    # The first call of each plan sets up its kernels (tens of ms): pay that here, not on a live batch.
-    one.infer({0: np.zeros((1, 3, input_size, input_size), dtype=np.float32)})
-    many.infer({0: np.zeros((2, 3, input_size, input_size), dtype=np.float32)})
+    def __init__(self, model: Any, config: dict[str, Any], input_size: int):
+        """``model``: an ``ov.Model`` or a model file path."""
+        import openvino as ov
 
-    def infer(batch: np.ndarray) -> np.ndarray:
+        core = ov.Core()
+        dynamic = core.read_model(model) if isinstance(model, str | Path) else model
+        single = dynamic.clone()
+        single.reshape([1, 3, input_size, input_size])
+        self._compiled = core.compile_model(dynamic, "CPU", config)
+        self._one = core.compile_model(single, "CPU", config).create_infer_request()
+        self._many = self._compiled.create_infer_request()
+        # The first call of each plan sets up its kernels (tens of ms): pay that here, not on a live batch.
+        self._one.infer({0: np.zeros((1, 3, input_size, input_size), dtype=np.float32)})
+        self._many.infer({0: np.zeros((2, 3, input_size, input_size), dtype=np.float32)})
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
         # share_inputs: OpenVINO reads the caller's array in place instead of copying it into its own tensor
         # (2.4 MB at batch 8 here, ~2% of the INT8 batch time); safe because infer() is synchronous and OpenVINO
         # copies anyway when the array is not C-contiguous float32.
-        return (one if len(batch) == 1 else many).infer({0: batch}, share_inputs=True)[0]
+        return (self._one if len(batch) == 1 else self._many).infer({0: batch}, share_inputs=True)[0]
 
-    return infer
+    def runtime_property(self, name: str) -> Any:
+        """What OpenVINO settled on for the compiled model, e.g. ``"INFERENCE_NUM_THREADS"``."""
+        return self._compiled.get_property(name)
 
 
 class OpenVINOEngine:
     device = "cpu"
 
-    def __init__(self, artifact: Path, threads: int | None = None, verify: bool = True):
+    def __init__(self, artifact: Path, threads: int | None = None, verify: bool = True, *, cpu_pinning: bool = False):
+        """``cpu_pinning=True`` restores OpenVINO's default (threads pinned to cores, see COMPILE_CONFIG); it exists
+        so bench/colocated_engines.py can measure what that default costs."""
         try:
             import openvino  # noqa: F401 - a clear error here, before the artifact is read
         except ImportError as exc:  # pragma: no cover - openvino is a dependency
@@ -76,13 +88,17 @@ class OpenVINOEngine:
         self.version = meta.version
         self.model_name = meta.backbone
         self.meta = meta
-        config: dict[str, str | int] = dict(COMPILE_CONFIG)
+        config: dict[str, str | int | bool] = {**COMPILE_CONFIG, "ENABLE_CPU_PINNING": cpu_pinning}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            self._infer = compile_for_serving(str(Path(artifact) / MODEL_FILE), config, self.input_size)
+            self._infer = ServingPlans(str(Path(artifact) / MODEL_FILE), config, self.input_size)
         except RuntimeError as exc:
             raise EngineError(f"OpenVINO could not load {artifact / MODEL_FILE}: {exc}") from None
+
+    def runtime_property(self, name: str) -> Any:
+        """What OpenVINO settled on for this engine, e.g. ``"ENABLE_CPU_PINNING"``."""
+        return self._infer.runtime_property(name)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)

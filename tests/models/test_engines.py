@@ -10,6 +10,7 @@ import torch
 from models import data as ds
 from models import quantize
 from models.engines import EngineError, cuda_status, load_engine
+from models.engines.openvino_engine import OpenVINOEngine
 from models.engines.torch_engine import TorchEngine
 
 
@@ -77,6 +78,30 @@ def test_int8_engine_gives_the_same_answer_one_image_at_a_time(small_run, artifa
     single = np.concatenate([engine.predict(x[i : i + 1]) for i in range(len(x))])
     assert np.abs(batched - single).max() < 1e-2
     assert (batched.argmax(1) == single.argmax(1)).mean() >= 0.98
+
+
+def test_int8_engine_leaves_its_threads_free_to_run_on_any_allowed_core(artifact):
+    """OpenVINO's default pins its threads, picking the same cores in every process of a node (see COMPILE_CONFIG)."""
+    engine = load_engine(artifact, kind="openvino-int8", threads=2)
+    assert engine.runtime_property("ENABLE_CPU_PINNING") is False
+    assert engine.runtime_property("INFERENCE_NUM_THREADS") == 2
+    pinned = OpenVINOEngine(artifact, threads=2, verify=False, cpu_pinning=True)
+    assert pinned.runtime_property("ENABLE_CPU_PINNING") is True  # the default the engine turns off
+
+
+def test_colocated_engines_bench_runs_and_reports_both_pinning_modes(artifact, tmp_path):
+    """The benchmark script works end to end (its numbers are only meaningful on a quiet machine)."""
+    from bench import colocated_engines
+
+    args = colocated_engines.get_args_parser().parse_args(
+        ["--model", str(artifact), "--seconds", "0.2", "--batch", "2", "--out", str(tmp_path)]
+    )
+    result = colocated_engines.main(args)
+    layouts = [(r["processes"], r["threads_each"], r["cpu_pinning"]) for r in result["rows"]]
+    assert layouts == [(2, 1, True), (2, 1, False), (1, 2, True), (1, 2, False)]
+    assert all(len(r["frames_per_s_each"]) == r["processes"] for r in result["rows"])
+    assert all(r["frames_per_s_total"] > 0 for r in result["rows"])
+    assert list(tmp_path.glob("colocated_engines-*.json"))
 
 
 def test_artifact_records_the_guard_numbers(artifact):
