@@ -21,8 +21,8 @@ COMPILE_CONFIG = {
     "PERFORMANCE_HINT": "LATENCY",
     # OpenVINO pins its inference threads to cores by default, chosen from the process's allowed CPUs: the same cores
     # for every process on a node. Two single-thread workers on 2 cores were both pinned to core 0 and together ran
-    # at half the speed of unpinned (204 vs 411 frames/s, bench/colocated_engines.py); so would every worker pod of a
-    # node without the static CPU manager. Unpinned, one engine alone runs as fast (391 vs 397 frames/s).
+    # at half the speed of unpinned (203 vs 385 frames/s, bench/colocated_engines.py); so would every worker pod of a
+    # node without the static CPU manager. Unpinned, one engine alone runs as fast (352 vs 345 frames/s).
     "ENABLE_CPU_PINNING": False,
 }
 
