@@ -244,3 +244,19 @@ def test_a_non_finite_model_output_fails_safe():
     assert letter.reason == "non_finite_output" and letter.headers["part_id"] == "nan"
     (command,) = [RejectCommand.from_json(o.value) for o in by[topics.REJECT_COMMANDS]]
     assert (command.part_id, command.reason, command.action) == ("nan", UNREADABLE_FRAME, "reject")
+
+
+def test_the_decide_stage_hands_over_records_already_encoded(monkeypatch):
+    """The worker runs decide in its own thread and sends from the event loop: nothing may be encoded on the loop."""
+    inspector = _inspector()
+    inferred = inspector.infer(inspector.decode([_frame("bad", _jpeg(30)), _frame("good", _jpeg(220))]))
+    out = inspector.decide(inferred)
+    encoded = {id(o): o.value for o in out}
+
+    def no_encoding(self):
+        raise AssertionError("a record was encoded after the decide stage")
+
+    for kind in (InspectionResult, RejectCommand):
+        monkeypatch.setattr(kind, "to_json", no_encoding)
+    assert all(o.value == encoded[id(o)] for o in out)  # what the event loop reads and sends
+    assert {o.role for o in out} == {topics.RESULTS, topics.REJECT_COMMANDS}
