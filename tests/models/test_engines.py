@@ -94,13 +94,19 @@ def test_colocated_engines_bench_runs_and_reports_both_pinning_modes(artifact, t
     from bench import colocated_engines
 
     args = colocated_engines.get_args_parser().parse_args(
-        ["--model", str(artifact), "--seconds", "0.2", "--batch", "2", "--out", str(tmp_path)]
+        [
+            *("--model", str(artifact), "--seconds", "0.2", "--batch", "2"),
+            *("--frames", "5", "--gap-ms", "1", "--rounds", "1", "--out", str(tmp_path)),
+        ]
     )
     result = colocated_engines.main(args)
     layouts = [(r["processes"], r["threads_each"], r["cpu_pinning"]) for r in result["rows"]]
     assert layouts == [(2, 1, True), (2, 1, False), (1, 2, True), (1, 2, False)]
     assert all(len(r["frames_per_s_each"]) == r["processes"] for r in result["rows"])
     assert all(r["frames_per_s_total"] > 0 for r in result["rows"])
+    single = result["single_frames"]["runs"]
+    assert [(r["threads"], r["cpu_pinning"]) for r in single] == [(2, True), (2, False)]
+    assert all(0 < r["p50_ms"] <= r["p99_ms"] for r in single)
     assert list(tmp_path.glob("colocated_engines-*.json"))
 
 
