@@ -50,9 +50,10 @@ class IncomingFrame:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A record for one output topic, encoded once, where it is built: in the worker that is the decide stage's
-    thread, so the event loop only sends bytes (encoding in `deliver` was 16% of the loop's samples in a py-spy --gil
-    profile of a burst)."""
+    """A record for one output topic, encoded once, where it is built: in the worker, results, commands and
+    retraining samples in the decide stage's thread and dead letters in the decode stage's, so the event loop only
+    sends bytes (encoding in `deliver` was 16% of the loop's samples in a py-spy --gil profile of a burst; the
+    profile was not kept). Only the rare whole-batch fail-safe still encodes on the loop."""
 
     role: str  # topic role from streams.kafka.topics
     key: bytes

@@ -20,9 +20,9 @@ COMPILE_CONFIG = {
     "INFERENCE_PRECISION_HINT": "f32",
     "PERFORMANCE_HINT": "LATENCY",
     # OpenVINO pins its inference threads to cores by default, chosen from the process's allowed CPUs: the same cores
-    # for every process on a node. Two single-thread workers on 2 cores were both pinned to core 0 and together ran
-    # at half the speed of unpinned (203 vs 385 frames/s, bench/colocated_engines.py); so would every worker pod of a
-    # node without the static CPU manager. Unpinned, one engine alone runs as fast (352 vs 345 frames/s).
+    # for every process on a node. Two single-thread engines side by side on 2 cores ran at half speed pinned (187 vs
+    # 394 frames/s, bench/results/colocated_engines-20261126-145053.json); so would the worker pods of a node without
+    # the static CPU manager. Alone, an engine runs as fast unpinned (380 vs 381), single frames ~1 ms slower.
     "ENABLE_CPU_PINNING": False,
 }
 
@@ -41,7 +41,7 @@ class ServingPlans:
     static-shape plan skips the per-call shape handling of the dynamic one: ~5% of the batch-1 latency on the
     ResNet-50 here, nothing measurable at batch 8. Costs a second compiled copy of the weights."""
 
-    def __init__(self, model: Any, config: dict[str, Any], input_size: int):
+    def __init__(self, model: Any, config: dict[str, Any], input_size: int) -> None:
         """``model``: an ``ov.Model`` or a model file path."""
         import openvino as ov
 
@@ -70,9 +70,11 @@ class ServingPlans:
 class OpenVINOEngine:
     device = "cpu"
 
-    def __init__(self, artifact: Path, threads: int | None = None, verify: bool = True, *, cpu_pinning: bool = False):
-        """``cpu_pinning=True`` restores OpenVINO's default (threads pinned to cores, see COMPILE_CONFIG); it exists
-        so bench/colocated_engines.py can measure what that default costs."""
+    def __init__(
+        self, artifact: Path, threads: int | None = None, verify: bool = True, *, cpu_pinning: bool | None = None
+    ) -> None:
+        """``cpu_pinning`` overrides COMPILE_CONFIG's (off); True restores OpenVINO's default, so
+        bench/colocated_engines.py can measure what that default costs."""
         try:
             import openvino  # noqa: F401 - a clear error here, before the artifact is read
         except ImportError as exc:  # pragma: no cover - openvino is a dependency
@@ -88,7 +90,9 @@ class OpenVINOEngine:
         self.version = meta.version
         self.model_name = meta.backbone
         self.meta = meta
-        config: dict[str, str | int | bool] = {**COMPILE_CONFIG, "ENABLE_CPU_PINNING": cpu_pinning}
+        config: dict[str, str | int | bool] = dict(COMPILE_CONFIG)
+        if cpu_pinning is not None:
+            config["ENABLE_CPU_PINNING"] = cpu_pinning
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:

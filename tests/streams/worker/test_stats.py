@@ -89,4 +89,7 @@ def test_window_record_has_rate_and_latency_percentiles():
 def test_bad_window_specs_are_refused(spec):
     with pytest.raises(ValueError, match="stats windows"):
         stats.parse_windows(spec)
+
+
+def test_window_specs_are_sorted_and_deduplicated():
     assert stats.parse_windows("60, 10,10") == [10.0, 60.0]
