@@ -55,6 +55,9 @@ class Settings:
     # (a 20 fps camera delivers a frame every 50 ms) while still batching bursts.
     max_wait_s: float = 0.02
     inference_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    # Pin OpenVINO's inference threads to cores. Only for a worker with cores of its own (alone on its machine, or a
+    # cpuset of its own): OpenVINO picks the same cores in every process, so workers sharing cores run at half speed.
+    pin_inference_threads: bool = False
     # Batches taken but not yet delivered and acked. Three stages work at once (decode of batch N+2, inference of
     # N+1, verdicts and delivery of N), so under load the inference thread goes from batch to batch without waiting
     # for the event loop; 1 = one batch at a time.

@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 KINDS = ("auto", "openvino-int8", "torch-fp32", "torch-bf16", "torch-fp16")
 
 
-def load_engine(path: Path, kind: str = "auto", device: str = "auto", threads: int | None = None) -> InferenceEngine:
+def load_engine(
+    path: Path, kind: str = "auto", device: str = "auto", threads: int | None = None, cpu_pinning: bool | None = None
+) -> InferenceEngine:
+    """``cpu_pinning`` applies to the OpenVINO engine (None: its default, unpinned); torch does not pin threads."""
     path = Path(path)
     if kind not in KINDS:
         raise EngineError(f"unknown engine {kind!r}; use one of {', '.join(KINDS)}")
@@ -48,7 +51,7 @@ def load_engine(path: Path, kind: str = "auto", device: str = "auto", threads: i
             raise EngineError(f"{path} is a checkpoint; INT8 needs an artifact from `defectstream quantize`")
         from models.engines.openvino_engine import OpenVINOEngine
 
-        return OpenVINOEngine(path, threads=threads, verify=False)
+        return OpenVINOEngine(path, threads=threads, verify=False, cpu_pinning=cpu_pinning)
     precision = kind.split("-", 1)[1]
     return TorchEngine(checkpoint, device=resolved, precision=precision)
 

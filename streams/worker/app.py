@@ -68,7 +68,11 @@ def load_engine(settings: Settings) -> InferenceEngine:
         raise ValueError("no model: set DEFECTSTREAM_MODEL_PATH or pass --model")
     torch.set_num_threads(settings.inference_threads)
     engine = engines.load_engine(
-        settings.model_path, kind=settings.engine, device=settings.device, threads=settings.inference_threads
+        settings.model_path,
+        kind=settings.engine,
+        device=settings.device,
+        threads=settings.inference_threads,
+        cpu_pinning=settings.pin_inference_threads,
     )
     # The first forward pass pays for allocator and kernel set-up (hundreds of ms); pay it before frames arrive.
     engine.predict(np.zeros((1, 3, engine.input_size, engine.input_size), dtype=np.float32))

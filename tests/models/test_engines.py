@@ -11,7 +11,6 @@ import torch
 from models import data as ds
 from models import quantize
 from models.engines import EngineError, cuda_status, load_engine
-from models.engines.openvino_engine import OpenVINOEngine
 from models.engines.torch_engine import TorchEngine
 
 
@@ -86,8 +85,8 @@ def test_int8_engine_leaves_its_threads_free_to_run_on_any_allowed_core(artifact
     engine = load_engine(artifact, kind="openvino-int8", threads=2)
     assert engine.runtime_property("ENABLE_CPU_PINNING") is False
     assert engine.runtime_property("INFERENCE_NUM_THREADS") == 2
-    pinned = OpenVINOEngine(artifact, threads=2, verify=False, cpu_pinning=True)
-    assert pinned.runtime_property("ENABLE_CPU_PINNING") is True  # the default the engine turns off
+    pinned = load_engine(artifact, kind="openvino-int8", threads=2, cpu_pinning=True)  # a worker with its own cores
+    assert pinned.runtime_property("ENABLE_CPU_PINNING") is True
 
 
 def test_colocated_engines_bench_runs_and_reports_both_pinning_modes(artifact, tmp_path):

@@ -16,3 +16,26 @@ def test_batch_limits_the_agent_cannot_work_with_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
         check_pipeline_limits(Settings().replace(**change))
     check_pipeline_limits(Settings())  # the defaults pass
+
+
+@pytest.mark.parametrize("pin", [False, True])
+def test_the_worker_loads_its_engine_with_the_pinning_setting(monkeypatch, tmp_path, pin):
+    from models import engines
+    from streams.worker import app
+
+    asked = {}
+
+    class Engine:
+        input_size, version, name, device = 8, "v", "fake", "cpu"
+
+        def predict(self, batch):
+            return batch
+
+    def load(path, **kwargs):
+        asked.update(kwargs)
+        return Engine()
+
+    monkeypatch.setattr(engines, "load_engine", load)
+    env = {"DEFECTSTREAM_PIN_INFERENCE_THREADS": str(pin).lower()}
+    app.load_engine(Settings.from_env(env, model_path=tmp_path))
+    assert asked["cpu_pinning"] is pin
