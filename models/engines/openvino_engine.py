@@ -73,8 +73,8 @@ class OpenVINOEngine:
     def __init__(
         self, artifact: Path, threads: int | None = None, verify: bool = True, *, cpu_pinning: bool | None = None
     ) -> None:
-        """``cpu_pinning`` overrides COMPILE_CONFIG's (off); True restores OpenVINO's default, so
-        bench/colocated_engines.py can measure what that default costs."""
+        """``cpu_pinning`` overrides COMPILE_CONFIG's (off). True restores OpenVINO's default: for a worker with cores
+        of its own (DEFECTSTREAM_PIN_INFERENCE_THREADS), and for bench/colocated_engines.py."""
         try:
             import openvino  # noqa: F401 - a clear error here, before the artifact is read
         except ImportError as exc:  # pragma: no cover - openvino is a dependency
