@@ -2,43 +2,17 @@ import pytest
 
 from schemas.records import DeadLetter, InspectionResult
 from streams.worker import stats
+from tests.schemas.test_records import EXAMPLES
+from tests.schemas.test_records import _result as result_record
 
 
 def _result(decision: str = "pass", label: str = "ok", late: bool = False, total_ms: float = 40.0) -> InspectionResult:
-    return InspectionResult(
-        part_id="p",
-        line_id="line-1",
-        camera_id="c",
-        capture_ts_ns=1,
-        deadline_ts_ns=5,
-        model_name="resnet50",
-        model_version="v",
-        label=label,
-        confidence=0.9,
-        top_k=[{"label": label, "probability": 0.9}],
-        decision=decision,
-        late=late,
-        timings_ms={"queue_wait": 1.0, "decode": 1.0, "inference": 2.0, "total_since_capture": total_ms},
-        batch_size=1,
-        worker_id="w",
-        decided_ts_ns=2,
-    )
+    timings = {"queue_wait": 1.0, "decode": 1.0, "inference": 2.0, "total_since_capture": total_ms}
+    return result_record(decision=decision, label=label, late=late, timings_ms=timings)
 
 
 def _dead_letter() -> DeadLetter:
-    return DeadLetter(
-        reason="undecodable_image",
-        detail="x",
-        headers={"part_id": "p", "line_id": "line-1"},
-        payload_bytes=3,
-        payload_sha256="0" * 64,
-        payload_b64=None,
-        source_topic="t",
-        source_partition=0,
-        source_offset=7,
-        worker_id="w",
-        received_ts_ns=9,
-    )
+    return EXAMPLES["dead_letter"]
 
 
 def _add(window, records):
