@@ -14,6 +14,8 @@ while N is inferred). The second is the like-for-like reference for a worker tha
 
 Every frame reaches the gate: the worker runs with ``decision_thresholds=1.0``, so every verdict is a ``review``
 and sends a command (the decision policy costs nothing measurable; the point is to time every frame to the gate).
+No frame becomes a retraining sample (``retrain_reviews=False``, no low-confidence or audit sampling): on a line
+only a small share of frames are reviews, and a sample per frame would send every image back to Kafka.
 Frames are synthetic parts rendered at 640x480 and JPEG-encoded at quality 90, sent with the camera gateway.
 """
 
@@ -284,6 +286,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             line_travel_ms=str(args.budget_ms),
             retrain_low_confidence_below=0.0,
             retrain_audit_rate=0.0,
+            retrain_reviews=False,
             model_reload_interval_s=0,
         )
         create_topics(settings)

@@ -101,12 +101,15 @@ class RetrainingPolicy:
 
     - ``low_confidence``: top-class confidence below ``low_confidence_below`` (set it above the decision
       thresholds to also collect the uneasy passes and rejects);
-    - ``review``: every review decision (a person is going to look at the part anyway: label it);
+    - ``review``: every review decision (a person is going to look at the part anyway: label it), unless
+      ``reviews`` is off (a line whose reviews are labelled elsewhere, or so many that a copy of each frame on the
+      retraining topic is more than the labellers want);
     - ``audit``: a share ``audit_rate`` of passes, chosen by a hash of the part id, so the choice is reproducible
       and a re-delivered frame is chosen again or not at all."""
 
     low_confidence_below: float = 0.8
     audit_rate: float = 0.01
+    reviews: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.audit_rate <= 1.0:
@@ -116,7 +119,7 @@ class RetrainingPolicy:
         why = []
         if confidence < self.low_confidence_below:
             why.append("low_confidence")
-        if decision == REVIEW:
+        if decision == REVIEW and self.reviews:
             why.append("review")
         if decision == PASS and _unit_hash(part_id) < self.audit_rate:
             why.append("audit")

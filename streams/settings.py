@@ -69,6 +69,8 @@ class Settings:
     line_travel_ms: str = "500"
     retrain_low_confidence_below: float = 0.8
     retrain_audit_rate: float = 0.01
+    # Every review decision is also a retraining sample (false: reviews are sampled only by the two rules above).
+    retrain_reviews: bool = True
     # Frames above this are dead-lettered unread (the broker's own limit is 10 MB, see streams/kafka/config.py).
     max_frame_bytes: int = 8 * 1024 * 1024
     # Dead letters carry the original payload up to this size, only its SHA-256 above it.

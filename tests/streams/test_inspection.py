@@ -13,6 +13,7 @@ from schemas.records import DeadLetter, InspectionResult, RejectCommand, Retrain
 from streams.inspection import UNREADABLE_FRAME, FrameInspector, IncomingFrame
 from streams.kafka import topics
 from streams.policy import DeadlinePolicy, DecisionPolicy, RetrainingPolicy
+from streams.settings import Settings
 
 
 class FixedEngine:
@@ -120,6 +121,16 @@ def test_retraining_samples_carry_the_frame_and_why():
     assert samples["bad"].image() == frames[1].value
     none = _inspector(retraining=RetrainingPolicy(low_confidence_below=0.0, audit_rate=0.0))
     assert topics.RETRAINING_SAMPLES not in _by_role(none.inspect([_frame("good", _jpeg(220))]))
+
+
+@pytest.mark.parametrize("reviews", [True, False])
+def test_review_sampling_follows_the_setting(reviews):
+    settings = Settings(
+        decision_thresholds="0.6", retrain_low_confidence_below=0.0, retrain_audit_rate=0.0, retrain_reviews=reviews
+    )
+    by = _by_role(FrameInspector.from_settings(FixedEngine(), settings).inspect([_frame("unsure", _jpeg(120))]))
+    assert [o.record.decision for o in by[topics.RESULTS]] == ["review"]
+    assert len(by.get(topics.RETRAINING_SAMPLES, [])) == (1 if reviews else 0)
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,10 @@ def test_retraining_selection():
     assert policy.reasons("p", 0.7, "review") == ["low_confidence", "review"]
     assert RetrainingPolicy(0.0, 1.0).reasons("p", 0.99, "pass") == ["audit"]
     assert RetrainingPolicy(0.0, 1.0).reasons("p", 0.99, "reject") == []  # audits sample passes only
+    # Reviews can be left to the other two rules; a sure review is then not a sample.
+    quiet = RetrainingPolicy(low_confidence_below=0.8, audit_rate=0.0, reviews=False)
+    assert quiet.reasons("p", 0.95, "review") == []
+    assert quiet.reasons("p", 0.7, "review") == ["low_confidence"]
 
 
 def test_audit_rate_is_about_right_and_stable():
