@@ -259,6 +259,28 @@ def run_rate(
     }
 
 
+def worker_settings(base: Settings, args: argparse.Namespace, engine_classes: list[str], run: str) -> Settings:
+    """The bench worker: every verdict a review, so every frame sends a command and is timed at the gate, and no
+    frame a retraining sample (a line samples a small share; one per frame sends every image back to Kafka)."""
+    return base.replace(
+        topic_prefix=f"e2e-{run}",
+        app_id=f"e2e-worker-{run}",
+        web_port=free_port(),
+        model_path=args.model,
+        engine=args.engine,
+        max_batch=args.max_batch,
+        inference_threads=args.threads,
+        decision_thresholds="1.0",
+        # Any class of the model will do: with a threshold of 1.0 every verdict is a review anyway.
+        ok_class=base.ok_class if base.ok_class in engine_classes else engine_classes[0],
+        line_travel_ms=str(args.budget_ms),
+        retrain_low_confidence_below=0.0,
+        retrain_audit_rate=0.0,
+        retrain_reviews=False,
+        model_reload_interval_s=0,
+    )
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     frames = make_frames(args.width, args.height)
     bare = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames)
@@ -271,24 +293,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with kafka_cluster(base) as cluster:
         run = uuid.uuid4().hex[:6]
-        settings = base.replace(
-            kafka_bootstrap_servers=cluster.bootstrap,
-            topic_prefix=f"e2e-{run}",
-            app_id=f"e2e-worker-{run}",
-            web_port=free_port(),
-            model_path=args.model,
-            engine=args.engine,
-            max_batch=args.max_batch,
-            inference_threads=args.threads,
-            decision_thresholds="1.0",
-            # Any class of the model will do: with a threshold of 1.0 every verdict is a review anyway.
-            ok_class=base.ok_class if base.ok_class in engine_classes else engine_classes[0],
-            line_travel_ms=str(args.budget_ms),
-            retrain_low_confidence_below=0.0,
-            retrain_audit_rate=0.0,
-            retrain_reviews=False,
-            model_reload_interval_s=0,
-        )
+        settings = worker_settings(base.replace(kafka_bootstrap_servers=cluster.bootstrap), args, engine_classes, run)
         create_topics(settings)
         log_path = settings.cache_dir / "run" / f"e2e-worker-{run}.log"
         with WorkerProcess(settings, log_path) as worker:

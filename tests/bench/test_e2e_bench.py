@@ -1,6 +1,10 @@
 import pytest
 
-from bench.e2e_bench import cpu_ceiling
+from bench.e2e_bench import cpu_ceiling, get_args_parser, worker_settings
+from streams.inspection import FrameInspector
+from streams.kafka import topics
+from streams.settings import Settings
+from tests.streams.test_inspection import FixedEngine, _frame, _jpeg
 
 
 def test_cpu_ceiling_is_the_rate_the_cores_can_pay_for():
@@ -16,3 +20,14 @@ def test_cpu_ceiling_is_the_rate_the_cores_can_pay_for():
 
 def test_cpu_ceiling_needs_the_worker_cpu():
     assert cpu_ceiling({"frames_per_s": 1.0, "cpu_ms_per_frame": 1.0}, {"frames": 10, "cpu_s": {}}, cores=2) is None
+
+
+@pytest.mark.parametrize("level", [220, 120, 30])  # sure ok, unsure, sure defect
+def test_bench_worker_sends_every_frame_to_the_gate_and_samples_none(level, tmp_path):
+    args = get_args_parser().parse_args(["--model", str(tmp_path / "model")])
+    engine = FixedEngine()
+    settings = worker_settings(Settings(), args, engine.class_names, "r1")
+    outgoing = FrameInspector.from_settings(engine, settings).inspect([_frame("p1", _jpeg(level))])
+    roles = sorted(o.role for o in outgoing)
+    assert roles == sorted([topics.RESULTS, topics.REJECT_COMMANDS])  # a command for every frame, no sample
+    assert [o.record.decision for o in outgoing if o.role == topics.RESULTS] == ["review"]
