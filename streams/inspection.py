@@ -131,7 +131,9 @@ class FrameInspector:
             decisions=DecisionPolicy.from_spec(settings.ok_class, settings.decision_thresholds),
             deadlines=DeadlinePolicy.from_spec(settings.line_travel_ms),
             retraining=RetrainingPolicy(
-                settings.retrain_low_confidence_below, settings.retrain_audit_rate, settings.retrain_reviews
+                low_confidence_below=settings.retrain_low_confidence_below,
+                audit_rate=settings.retrain_audit_rate,
+                reviews=settings.retrain_reviews,
             ),
             worker_id=settings.worker_id,
             reduced_decode=settings.reduced_decode,

@@ -46,6 +46,10 @@ def test_unknown_override_is_refused():
 def test_to_env_round_trips():
     s = Settings.from_env({}, kafka_bootstrap_servers="a:1", max_batch=3, model_path=Path("/x.pt"), max_wait_s=0.1)
     assert Settings.from_env(s.to_env()) == s
+    # A bool switched off survives the trip to a worker's environment ("False").
+    off = Settings(retrain_reviews=False, pin_inference_threads=True)
+    assert Settings.from_env(off.to_env()).retrain_reviews is False
+    assert Settings.from_env({"DEFECTSTREAM_RETRAIN_REVIEWS": "false"}).retrain_reviews is False
 
 
 def test_topic_names_use_prefix():
