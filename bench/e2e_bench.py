@@ -321,6 +321,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "model": str(args.model),
         "frame": f"{args.width}x{args.height} JPEG q90 ({statistics.fmean(len(f) for f in frames) / 1024:.0f} KB)",
         "budget_ms": args.budget_ms,
+        # What the worker was asked to do: the workload behind every figure below.
+        "worker_settings": {
+            name: getattr(settings, name)
+            for name in (
+                "max_batch",
+                "max_wait_s",
+                "max_batches_in_flight",
+                "inference_threads",
+                "pin_inference_threads",
+                "decision_thresholds",
+                "retrain_low_confidence_below",
+                "retrain_audit_rate",
+                "retrain_reviews",
+                "stats_windows_s",
+            )
+        },
         "bare": bare,
         "fixed_rates": rows,
         "max_rate": burst,

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -88,11 +89,27 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def code_version() -> dict[str, Any] | None:
+    """The commit the benchmark ran and whether the tree had uncommitted changes: a figure without it cannot be
+    traced to code. None outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=7", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "uncommitted_changes": bool(status)}
+
+
 def save_result(out: Path, name: str, result: dict[str, Any]) -> Path:
-    """Write a benchmark's JSON as ``out/<name>-<UTC timestamp>.json``."""
+    """Write a benchmark's JSON as ``out/<name>-<UTC timestamp>.json``, with the code version it ran."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path.write_text(json.dumps({**result, "code": code_version()}, indent=2))
     print(f"\nwrote {path}")
     return path
 
