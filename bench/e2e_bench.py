@@ -22,6 +22,7 @@ Frames are synthetic parts rendered at 640x480 and JPEG-encoded at quality 90, s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -72,6 +73,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=8, help="worker batch size (default: 8)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="worker inference threads (default: all)")
     p.add_argument(
+        "--streams",
+        type=int,
+        default=Settings().inference_streams,
+        help=f"batches the worker's engine infers at once (default: {Settings().inference_streams}, the worker's)",
+    )
+    p.add_argument(
         "--out", type=Path, default=Path("bench/results"), help="JSON output folder (default: bench/results)"
     )
     return p
@@ -88,14 +95,22 @@ def make_frames(width: int, height: int, count: int = 64, seed: int = 0) -> list
 
 
 def bare_throughput(
-    model: Path, engine_kind: str, threads: int, batch: int, frames: list[bytes], overlap_decode: bool = False
+    model: Path,
+    engine_kind: str,
+    threads: int,
+    batch: int,
+    frames: list[bytes],
+    overlap_decode: bool = False,
+    streams: int = 1,
 ) -> dict[str, Any]:
     """Decode + preprocess + predict of ``batch`` frames, no Kafka: what the worker could do at best.
 
-    ``overlap_decode=False``: one loop, decode then predict. ``True``: the worker's stages without Kafka, a second
-    thread decodes batch N+1 while batch N is inferred (same engine, same threads)."""
-    engine = load_engine(model, kind=engine_kind, threads=threads)
+    ``overlap_decode=False``: loops that decode then predict, one per batch the engine infers at once (its
+    ``concurrent_batches``, from ``streams``). ``True``: the worker's stages without Kafka, a decode thread feeding
+    as many inference threads (same engine, same threads, same streams). Frames per second over the wall clock."""
+    engine = load_engine(model, kind=engine_kind, threads=threads, streams=streams)
     payloads = list(islice(cycle(frames), batch))
+    lanes = engine.concurrent_batches
 
     def decode() -> np.ndarray:
         images = [decode_image(p, min_side=engine.input_size) for p in payloads]
@@ -103,33 +118,41 @@ def bare_throughput(
 
     for _ in range(3):
         engine.predict(decode())
-    decoded: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=2)
+    decoded: queue.Queue[np.ndarray] = queue.Queue(maxsize=lanes + 1)
     stop = threading.Event()
+    times: list[float] = []  # list.append is atomic: the lanes share it
 
     def decoder() -> None:
         while not stop.is_set():
-            decoded.put(decode())
-        decoded.put(None)
+            with contextlib.suppress(queue.Full):  # look at the stop flag now and then
+                decoded.put(decode(), timeout=0.1)
 
-    times = []
-    cpu0 = time.process_time()
+    def lane(deadline: float) -> None:
+        while time.perf_counter() < deadline or len(times) < 10:
+            t0 = time.perf_counter()
+            engine.predict(decoded.get() if overlap_decode else decode())
+            times.append(time.perf_counter() - t0)
+
     if overlap_decode:
-        threading.Thread(target=decoder, daemon=True).start()
-    deadline = time.perf_counter() + 5.0
-    while time.perf_counter() < deadline or len(times) < 10:
-        t0 = time.perf_counter()
-        engine.predict(decoded.get() if overlap_decode else decode())
-        times.append(time.perf_counter() - t0)
-    cpu = time.process_time() - cpu0
+        feeder = threading.Thread(target=decoder, daemon=True)
+        feeder.start()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    workers = [threading.Thread(target=lane, args=(wall0 + 5.0,)) for _ in range(lanes)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     stop.set()
-    while overlap_decode and decoded.get() is not None:  # let the decoder see the stop and end
-        pass
+    if overlap_decode:
+        feeder.join()
     return {
         "engine": engine.name,
         "batch": batch,
         "overlap_decode": overlap_decode,
+        "concurrent_batches": lanes,
         "batch_p50_ms": statistics.median(times) * 1000,
-        "frames_per_s": batch * len(times) / sum(times),
+        "frames_per_s": batch * len(times) / wall,
         "cpu_ms_per_frame": cpu * 1000 / (batch * len(times)),
     }
 
@@ -270,6 +293,7 @@ def worker_settings(base: Settings, args: argparse.Namespace, engine_classes: li
         engine=args.engine,
         max_batch=args.max_batch,
         inference_threads=args.threads,
+        inference_streams=args.streams,
         decision_thresholds="1.0",
         # Any class of the model will do: with a threshold of 1.0 every verdict is a review anyway.
         ok_class=base.ok_class if base.ok_class in engine_classes else engine_classes[0],
@@ -283,10 +307,12 @@ def worker_settings(base: Settings, args: argparse.Namespace, engine_classes: li
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     frames = make_frames(args.width, args.height)
-    bare = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames)
+    bare = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames, streams=args.streams)
     print(f"bare {bare['engine']} at batch {bare['batch']}: {bare['frames_per_s']:.1f} frames/s", flush=True)
     # The worker overlaps decode and inference (its decode and infer threads): the same without Kafka.
-    overlapped = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames, overlap_decode=True)
+    overlapped = bare_throughput(
+        args.model, args.engine, args.threads, args.max_batch, frames, overlap_decode=True, streams=args.streams
+    )
     print(f"bare, decode overlapped with inference: {overlapped['frames_per_s']:.1f} frames/s", flush=True)
     base = Settings.from_env()
     engine_classes = load_engine(args.model, kind=args.engine, threads=1).class_names
@@ -329,6 +355,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "max_wait_s",
                 "max_batches_in_flight",
                 "inference_threads",
+                "inference_streams",
                 "pin_inference_threads",
                 "decision_thresholds",
                 "retrain_low_confidence_below",

@@ -58,10 +58,15 @@ class Settings:
     # Pin OpenVINO's inference threads to cores. Only for a worker with cores of its own (alone on its machine, or a
     # cpuset of its own): OpenVINO picks the same cores in every process, so workers sharing cores run at half speed.
     pin_inference_threads: bool = False
-    # Batches taken but not yet delivered and acked. Three stages work at once (decode of batch N+2, inference of
-    # N+1, verdicts and delivery of N), so under load the inference thread goes from batch to batch without waiting
-    # for the event loop; 1 = one batch at a time.
-    max_batches_in_flight: int = 3
+    # Batches the OpenVINO engine infers at once, each on its share of the inference threads (capped at
+    # inference_threads). 1 = every batch on all threads: the lowest single-frame latency, but each layer's threads
+    # wait for each other, and whenever another process (a broker, the event loop) takes a core they all wait.
+    # 2 streams lost less under such load (bench/stream_contention.py). Torch engines infer one batch at a time.
+    inference_streams: int = 2
+    # Batches taken but not yet delivered and acked. The stages work at once (decode of one batch, inference of
+    # up to inference_streams batches, verdicts and delivery of the oldest), so under load the inference threads go
+    # from batch to batch without waiting for the event loop; 1 = one batch at a time.
+    max_batches_in_flight: int = 4
     ok_class: str = "ok"
     # Top-class confidence below the class's threshold -> "review" (manual inspection): "0.5" or "0.5,scratch=0.8".
     decision_thresholds: str = "0.5"

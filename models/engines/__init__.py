@@ -22,9 +22,15 @@ KINDS = ("auto", "openvino-int8", "torch-fp32", "torch-bf16", "torch-fp16")
 
 
 def load_engine(
-    path: Path, kind: str = "auto", device: str = "auto", threads: int | None = None, cpu_pinning: bool | None = None
+    path: Path,
+    kind: str = "auto",
+    device: str = "auto",
+    threads: int | None = None,
+    cpu_pinning: bool | None = None,
+    streams: int = 1,
 ) -> InferenceEngine:
-    """``cpu_pinning`` applies to the OpenVINO engine (None: its default, unpinned); torch does not pin threads."""
+    """``cpu_pinning`` and ``streams`` (batches inferred at once) apply to the OpenVINO engine (None: its default,
+    unpinned); torch does not pin threads and infers one batch at a time."""
     path = Path(path)
     if kind not in KINDS:
         raise EngineError(f"unknown engine {kind!r}; use one of {', '.join(KINDS)}")
@@ -51,7 +57,7 @@ def load_engine(
             raise EngineError(f"{path} is a checkpoint; INT8 needs an artifact from `defectstream quantize`")
         from models.engines.openvino_engine import OpenVINOEngine
 
-        return OpenVINOEngine(path, threads=threads, verify=False, cpu_pinning=cpu_pinning)
+        return OpenVINOEngine(path, threads=threads, verify=False, cpu_pinning=cpu_pinning, streams=streams)
     precision = kind.split("-", 1)[1]
     return TorchEngine(checkpoint, device=resolved, precision=precision)
 

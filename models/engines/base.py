@@ -21,6 +21,9 @@ class InferenceEngine(Protocol):
     version: str
     precision: str  # "int8", "fp32", "bf16", "fp16"
     device: str  # "cpu", "cuda:0", ...
+    # How many predict() calls the engine runs side by side (OpenVINO streams); callers may call it from as many
+    # threads. 1: one at a time (calls from more threads just queue).
+    concurrent_batches: int
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Float32 NCHW batch (already preprocessed) -> class probabilities, shape (N, num_classes)."""

@@ -5,6 +5,8 @@ Chosen by measurement (bench/model_bench.py): on this class of CPU it was the fa
 
 from __future__ import annotations
 
+import logging
+import queue
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import numpy as np
 
 from models.engines.artifact import read_meta
 from models.engines.base import EngineError
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.xml"
 COMPILE_CONFIG = {
@@ -39,9 +43,12 @@ class ServingPlans:
 
     Why: at the frame rates of a line (tens of frames/s) most batches the worker takes hold one frame, and the
     static-shape plan skips the per-call shape handling of the dynamic one: ~5% of the batch-1 latency on the
-    ResNet-50 here, nothing measurable at batch 8. Costs a second compiled copy of the weights."""
+    ResNet-50 here, nothing measurable at batch 8. Costs a second compiled copy of the weights.
 
-    def __init__(self, model: Any, config: dict[str, Any], input_size: int) -> None:
+    ``requests``: how many calls may run at once (one infer request per plan each; a call waits for a free pair).
+    Worth more than 1 only with as many OpenVINO streams (``NUM_STREAMS`` in ``config``)."""
+
+    def __init__(self, model: Any, config: dict[str, Any], input_size: int, requests: int = 1) -> None:
         """``model``: an ``ov.Model`` or a model file path."""
         import openvino as ov
 
@@ -50,17 +57,25 @@ class ServingPlans:
         single = dynamic.clone()
         single.reshape([1, 3, input_size, input_size])
         self._compiled = core.compile_model(dynamic, "CPU", config)
-        self._one = core.compile_model(single, "CPU", config).create_infer_request()
-        self._many = self._compiled.create_infer_request()
-        # The first call of each plan sets up its kernels (tens of ms): pay that here, not on a live batch.
-        self._one.infer({0: np.zeros((1, 3, input_size, input_size), dtype=np.float32)})
-        self._many.infer({0: np.zeros((2, 3, input_size, input_size), dtype=np.float32)})
+        one = core.compile_model(single, "CPU", config)
+        self._free: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        for _ in range(requests):
+            pair = (one.create_infer_request(), self._compiled.create_infer_request())
+            # The first call of each plan sets up its kernels (tens of ms): pay that here, not on a live batch.
+            pair[0].infer({0: np.zeros((1, 3, input_size, input_size), dtype=np.float32)})
+            pair[1].infer({0: np.zeros((2, 3, input_size, input_size), dtype=np.float32)})
+            self._free.put(pair)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        # share_inputs: OpenVINO reads the caller's array in place instead of copying it into its own tensor
-        # (2.4 MB at batch 8 here, ~2% of the INT8 batch time); safe because infer() is synchronous and OpenVINO
-        # copies anyway when the array is not C-contiguous float32.
-        return (self._one if len(batch) == 1 else self._many).infer({0: batch}, share_inputs=True)[0]
+        pair = self._free.get()
+        try:
+            # share_inputs: OpenVINO reads the caller's array in place instead of copying it into its own tensor
+            # (2.4 MB at batch 8 here, ~2% of the INT8 batch time); safe because infer() is synchronous and OpenVINO
+            # copies anyway when the array is not C-contiguous float32. Outputs are copied out (share_outputs is
+            # off), so the request can serve the next call at once.
+            return (pair[0] if len(batch) == 1 else pair[1]).infer({0: batch}, share_inputs=True)[0]
+        finally:
+            self._free.put(pair)
 
     def runtime_property(self, name: str) -> Any:
         """What OpenVINO settled on for the compiled model, e.g. ``"INFERENCE_NUM_THREADS"``."""
@@ -71,10 +86,22 @@ class OpenVINOEngine:
     device = "cpu"
 
     def __init__(
-        self, artifact: Path, threads: int | None = None, verify: bool = True, *, cpu_pinning: bool | None = None
+        self,
+        artifact: Path,
+        threads: int | None = None,
+        verify: bool = True,
+        *,
+        cpu_pinning: bool | None = None,
+        streams: int = 1,
     ) -> None:
         """``cpu_pinning`` overrides COMPILE_CONFIG's (off). True restores OpenVINO's default: for a worker with cores
-        of its own (DEFECTSTREAM_PIN_INFERENCE_THREADS), and for bench/colocated_engines.py."""
+        of its own (DEFECTSTREAM_PIN_INFERENCE_THREADS), and for bench/colocated_engines.py.
+
+        ``streams``: batches inferred at once, each on its share of the ``threads`` (OpenVINO streams). One stream
+        spreads every batch over all threads: the lowest latency for a single frame. Several streams need no
+        hand-off between threads inside a batch, so they keep the cores busy when other processes (a broker on the
+        same machine, the worker's own event loop) take a core now and then; ``concurrent_batches`` tells callers
+        how many threads may call :meth:`predict` at once. Capped at ``threads``."""
         try:
             import openvino  # noqa: F401 - a clear error here, before the artifact is read
         except ImportError as exc:  # pragma: no cover - openvino is a dependency
@@ -95,8 +122,18 @@ class OpenVINOEngine:
             config["ENABLE_CPU_PINNING"] = cpu_pinning
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if streams < 1:
+            raise EngineError(f"streams must be at least 1, got {streams}")
+        if threads and streams > threads:
+            log.info("%d inference streams need as many threads; %d threads, so %d streams", streams, threads, threads)
+            streams = int(threads)
+        if streams > 1:
+            # An explicit stream count; the LATENCY hint would otherwise hold the engine to one stream.
+            del config["PERFORMANCE_HINT"]
+            config["NUM_STREAMS"] = streams
+        self.concurrent_batches = streams
         try:
-            self._infer = ServingPlans(str(Path(artifact) / MODEL_FILE), config, self.input_size)
+            self._infer = ServingPlans(str(Path(artifact) / MODEL_FILE), config, self.input_size, requests=streams)
         except RuntimeError as exc:
             raise EngineError(f"OpenVINO could not load {artifact / MODEL_FILE}: {exc}") from None
 

@@ -36,6 +36,9 @@ def select_device(requested: str = "auto") -> str:
 
 
 class TorchEngine:
+    # torch already spreads one batch over its threads (CPU) or the GPU; two batches at once only compete.
+    concurrent_batches = 1
+
     def __init__(self, checkpoint: Path, device: str = "auto", precision: str = "fp32", compile: bool = False):
         if precision not in PRECISIONS:
             raise EngineError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")

@@ -19,7 +19,6 @@ import logging
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faust
@@ -38,6 +37,7 @@ from streams.worker import faust_fixes, stats
 from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from streams.worker.pipeline import BatchPipeline
+from streams.worker.stages import InspectionStages
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def check_pipeline_limits(settings: Settings) -> None:
     if not settings.max_wait_s > 0:
         # Faust's take() would then wait for a full batch forever: a lone frame would never be inspected.
         raise ValueError(f"max_wait_s must be above 0 seconds, got {settings.max_wait_s}")
+    if settings.inference_streams < 1:
+        raise ValueError(f"inference_streams must be at least 1, got {settings.inference_streams}")
     if settings.max_batches_in_flight < 1:
         raise ValueError(f"max_batches_in_flight must be at least 1, got {settings.max_batches_in_flight}")
 
@@ -73,6 +75,7 @@ def load_engine(settings: Settings) -> InferenceEngine:
         device=settings.device,
         threads=settings.inference_threads,
         cpu_pinning=settings.pin_inference_threads,
+        streams=settings.inference_streams,
     )
     # The first forward pass pays for allocator and kernel set-up (hundreds of ms); pay it before frames arrive.
     engine.predict(np.zeros((1, 3, engine.input_size, engine.input_size), dtype=np.float32))
@@ -160,21 +163,8 @@ def create_app(
         .relative_to_stream()
         for w in windows
     }
-    # One thread per stage. The inference thread runs only the model (the engine parallelises inside a batch), so
-    # it goes from one batch straight to the next: verdicts cost ~10 us a frame alone, but ~190 us on the inference
-    # thread of a busy worker. Verdicts have their own thread so a batch's commands never queue behind the decode
-    # of a later batch. /predict goes through the same stages, queued behind the batches.
-    stages = {
-        name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) for name in ("decode", "infer", "decide")
-    }
-
-    async def run_stages(frames: list[IncomingFrame]) -> tuple[list[Outgoing], float]:
-        """Decode, infer and decide ``frames``; returns the records and the batch's own decode + inference time."""
-        loop = asyncio.get_running_loop()
-        decoded = await loop.run_in_executor(stages["decode"], inspector.decode, frames)
-        inferred = await loop.run_in_executor(stages["infer"], inspector.infer, decoded)
-        outgoing = await loop.run_in_executor(stages["decide"], inspector.decide, inferred)
-        return outgoing, (decoded.decode_ms * len(frames) + inferred.infer_ms) / 1000
+    # /predict goes through the same stages as the batches, queued behind them.
+    stages = InspectionStages(inspector)
 
     reload_lock = asyncio.Lock()
     model_state = {"fingerprint": model_fingerprint(settings.model_path), "failed": None}
@@ -279,7 +269,7 @@ def create_app(
     async def inspect_batch(frames: list[IncomingFrame]) -> list[Outgoing]:
         compute_s = None
         try:
-            outgoing, compute_s = await run_stages(frames)
+            outgoing, compute_s = await stages.run(frames)
         except Exception as exc:  # the worker must survive anything one batch can throw at it
             log.exception("inspection of a batch of %d frames failed", len(frames))
             outgoing = inspector.fail_safe(frames, "inspection_failed", repr(exc))
@@ -418,7 +408,7 @@ def create_app(
                 frame_schema.CONTENT_TYPE: content_type,
             }
             frame = IncomingFrame(body, headers, "http", 0, 0, received_ts_ns=time.time_ns())
-            outgoing, _ = await run_stages([frame])
+            outgoing, _ = await stages.run([frame])
             record = next(o.record for o in outgoing if o.role in (topics.RESULTS, topics.DEAD_LETTERS))
             if isinstance(record, DeadLetter):
                 return self.error(400, f"{record.reason}: {record.detail}", reason_code=record.reason)

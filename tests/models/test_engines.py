@@ -313,3 +313,22 @@ def test_int8_variants_bench_scores_each_variant_on_val_and_test(small_run, tmp_
             assert 0.0 <= r[f"{split}_agreement"] <= 1.0
             assert r[f"{split}_agreement"] == 1 - r[f"{split}_flips"] / len(ds.load_split(run / "split.json")[split])
     assert len(list(tmp_path.glob("int8_variants-*.json"))) == 1
+
+
+def test_int8_engine_with_two_streams_infers_two_batches_at_once_with_the_same_answers(small_run, artifact):
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, _ = _test_batch(*small_run)
+    one = load_engine(artifact, kind="openvino-int8", threads=2, streams=1)
+    two = load_engine(artifact, kind="openvino-int8", threads=2, streams=2)
+    assert (one.concurrent_batches, two.concurrent_batches) == (1, 2)
+    assert two.runtime_property("NUM_STREAMS") == 2
+    halves = [x[: len(x) // 2], x[len(x) // 2 :], x[:1], x[1:2]]  # batches and single images, side by side
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(two.predict, halves * 3))
+    for batch, probs in zip(halves * 3, together, strict=True):
+        assert np.abs(probs - one.predict(batch)).max() < 1e-2
+    capped = load_engine(artifact, kind="openvino-int8", threads=1, streams=2)
+    assert capped.concurrent_batches == 1
+    with pytest.raises(EngineError, match="streams must be at least 1"):
+        load_engine(artifact, kind="openvino-int8", streams=0)

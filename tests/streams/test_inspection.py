@@ -30,6 +30,7 @@ class FixedEngine:
         self.model_name = "fixednet"
         self.precision = "fp32"
         self.device = "cpu"
+        self.concurrent_batches = 1
 
     def predict(self, batch):
         level = batch.mean(axis=(1, 2, 3))

@@ -10,6 +10,7 @@ from streams.worker.app import check_pipeline_limits
         ({"max_batch": 0}, "max_batch must be at least 1"),
         ({"max_wait_s": 0.0}, "max_wait_s must be above 0"),
         ({"max_batches_in_flight": 0}, "max_batches_in_flight must be at least 1"),
+        ({"inference_streams": 0}, "inference_streams must be at least 1"),
     ],
 )
 def test_batch_limits_the_agent_cannot_work_with_are_refused(change, message):
@@ -19,7 +20,7 @@ def test_batch_limits_the_agent_cannot_work_with_are_refused(change, message):
 
 
 @pytest.mark.parametrize("pin", [False, True])
-def test_the_worker_loads_its_engine_with_the_pinning_setting(monkeypatch, tmp_path, pin):
+def test_the_worker_loads_its_engine_with_the_pinning_and_streams_settings(monkeypatch, tmp_path, pin):
     from models import engines
     from streams.worker import app
 
@@ -36,6 +37,7 @@ def test_the_worker_loads_its_engine_with_the_pinning_setting(monkeypatch, tmp_p
         return Engine()
 
     monkeypatch.setattr(engines, "load_engine", load)
-    env = {"DEFECTSTREAM_PIN_INFERENCE_THREADS": str(pin).lower()}
+    env = {"DEFECTSTREAM_PIN_INFERENCE_THREADS": str(pin).lower(), "DEFECTSTREAM_INFERENCE_STREAMS": "3"}
     app.load_engine(Settings.from_env(env, model_path=tmp_path))
     assert asked["cpu_pinning"] is pin
+    assert asked["streams"] == 3

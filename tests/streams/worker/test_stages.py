@@ -1,0 +1,60 @@
+import asyncio
+import threading
+
+import pytest
+
+from streams.kafka import topics
+from streams.worker.stages import InspectionStages
+from tests.streams.test_inspection import FixedEngine, _frame, _inspector, _jpeg
+
+
+class TwoAtOnceEngine(FixedEngine):
+    """Records how many predict() calls overlap; each waits a little so that overlapping batches do overlap."""
+
+    def __init__(self):
+        super().__init__()
+        self.concurrent_batches = 2
+        self._lock = threading.Lock()
+        self.running = self.most_at_once = 0
+
+    def predict(self, batch):
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        threading.Event().wait(0.05)
+        with self._lock:
+            self.running -= 1
+        return super().predict(batch)
+
+
+def test_a_batch_goes_through_every_stage_and_comes_back_with_its_own_verdicts():
+    stages = InspectionStages(_inspector())
+    frames = [_frame("bright", _jpeg(220)), _frame("dark", _jpeg(30), offset=1), _frame("empty", b"", offset=2)]
+    outgoing, compute_s = asyncio.run(stages.run(frames))
+    stages.shutdown()
+    results = {o.record.part_id: o.record.decision for o in outgoing if o.role == topics.RESULTS}
+    assert results == {"bright": "pass", "dark": "reject"}
+    assert [o.record.reason for o in outgoing if o.role == topics.DEAD_LETTERS] == ["empty_payload"]
+    assert compute_s > 0
+    assert stages.threads == {"decode": 1, "infer": 1, "decide": 1}
+
+
+def test_the_engine_gets_as_many_batches_at_once_as_it_infers_and_no_more():
+    engine = TwoAtOnceEngine()
+    stages = InspectionStages(_inspector(engine), decode_threads=3)
+    assert stages.threads == {"decode": 3, "infer": 2, "decide": 1}
+
+    async def many():
+        batches = [[_frame(f"b{b}-{i}", _jpeg(220), offset=i) for i in range(2)] for b in range(6)]
+        return await asyncio.gather(*(stages.run(batch) for batch in batches))
+
+    done = asyncio.run(many())
+    stages.shutdown()
+    assert engine.most_at_once == 2
+    for b, (outgoing, _) in enumerate(done):  # every batch gets back the verdicts of its own frames
+        assert sorted(o.record.part_id for o in outgoing if o.role == topics.RESULTS) == [f"b{b}-0", f"b{b}-1"]
+
+
+def test_no_decode_thread_is_refused():
+    with pytest.raises(ValueError, match="decode_threads"):
+        InspectionStages(_inspector(), decode_threads=0)
