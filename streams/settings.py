@@ -63,9 +63,14 @@ class Settings:
     # wait for each other, and whenever another process (a broker, the event loop) takes a core they all wait.
     # 2 streams lost less under such load (bench/stream_contention.py). Torch engines infer one batch at a time.
     inference_streams: int = 2
-    # Batches taken but not yet delivered and acked. The stages work at once (decode of one batch, inference of
-    # up to inference_streams batches, verdicts and delivery of the oldest), so under load the inference threads go
-    # from batch to batch without waiting for the event loop; 1 = one batch at a time.
+    # Threads that decode frames, a batch each. One suits a CPU worker (more only take cores from inference). A GPU
+    # worker needs more: on 4 CPUs of an H200 machine, batch 16, one decode thread held the worker's stages to 475
+    # frames/s, 2 gave 800 and 3 gave 1061 (bench/worker_stages.py). Each needs a batch in flight.
+    decode_threads: int = 1
+    # Batches taken but not yet delivered and acked. The stages work at once (decode of up to decode_threads
+    # batches, inference of up to inference_streams, verdicts and delivery of the oldest), so under load the
+    # inference threads go from batch to batch without waiting for the event loop; 1 = one batch at a time. Fewer
+    # than the stages have threads leaves some idle (the worker logs a warning).
     max_batches_in_flight: int = 4
     ok_class: str = "ok"
     # Top-class confidence below the class's threshold -> "review" (manual inspection): "0.5" or "0.5,scratch=0.8".

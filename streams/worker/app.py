@@ -59,6 +59,8 @@ def check_pipeline_limits(settings: Settings) -> None:
     if not settings.max_wait_s > 0:
         # Faust's take() would then wait for a full batch forever: a lone frame would never be inspected.
         raise ValueError(f"max_wait_s must be above 0 seconds, got {settings.max_wait_s}")
+    if settings.decode_threads < 1:
+        raise ValueError(f"decode_threads must be at least 1, got {settings.decode_threads}")
     if settings.inference_streams < 1:
         raise ValueError(f"inference_streams must be at least 1, got {settings.inference_streams}")
     if settings.max_batches_in_flight < 1:
@@ -164,7 +166,13 @@ def create_app(
         for w in windows
     }
     # /predict goes through the same stages as the batches, queued behind them.
-    stages = InspectionStages(inspector)
+    stages = InspectionStages(inspector, decode_threads=settings.decode_threads)
+    if settings.max_batches_in_flight < stages.batches_to_keep_busy:
+        log.warning(
+            "max_batches_in_flight=%d: fewer batches in flight than the stages have threads (%s), some will idle",
+            settings.max_batches_in_flight,
+            stages.threads,
+        )
 
     reload_lock = asyncio.Lock()
     model_state = {"fingerprint": model_fingerprint(settings.model_path), "failed": None}

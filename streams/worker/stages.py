@@ -34,6 +34,11 @@ class InspectionStages:
             name: ThreadPoolExecutor(max_workers=n, thread_name_prefix=name) for name, n in self.threads.items()
         }
 
+    @property
+    def batches_to_keep_busy(self) -> int:
+        """Batches in flight that keep every stage thread busy (the one being delivered waits in decide's place)."""
+        return sum(self.threads.values())
+
     async def run(self, frames: list[IncomingFrame]) -> tuple[list[Outgoing], float]:
         """Decode, infer and decide ``frames``; returns the records and the batch's own decode + inference time (s)."""
         loop = asyncio.get_running_loop()

@@ -43,6 +43,7 @@ def test_the_engine_gets_as_many_batches_at_once_as_it_infers_and_no_more():
     engine = TwoAtOnceEngine()
     stages = InspectionStages(_inspector(engine), decode_threads=3)
     assert stages.threads == {"decode": 3, "infer": 2, "decide": 1}
+    assert stages.batches_to_keep_busy == 6
 
     async def many():
         batches = [[_frame(f"b{b}-{i}", _jpeg(220), offset=i) for i in range(2)] for b in range(6)]
