@@ -356,6 +356,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "max_batches_in_flight",
                 "inference_threads",
                 "inference_streams",
+                "decode_threads",
                 "pin_inference_threads",
                 "decision_thresholds",
                 "retrain_low_confidence_below",
