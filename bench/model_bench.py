@@ -137,6 +137,8 @@ def machine_info(threads: int) -> dict[str, Any]:
     return {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
+        # Fewer under taskset or a cpuset (a pod's share of a node): what this run could actually use.
+        "usable_cpus": len(os.sched_getaffinity(0)),
         "threads": threads,
         "versions": versions,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

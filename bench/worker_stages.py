@@ -4,7 +4,8 @@
 
 Runs exactly the worker's code (streams.worker.stages.InspectionStages around streams.inspection.FrameInspector:
 header checks, decode, preprocess, inference, verdicts and encoded records) on synthetic 640x480 JPEG parts, with
-batches kept in flight as the worker's BatchPipeline does. For each batch size and number of decode threads: frames/s
+enough batches in flight to keep every stage thread busy (``--in-flight``; a worker needs its
+DEFECTSTREAM_MAX_BATCHES_IN_FLIGHT as high to match). For each batch size and number of decode threads: frames/s
 over the wall clock, CPU per frame, and how busy the decode and inference stages were. Every frame must come back as
 exactly one inspection result; anything else fails the run.
 
@@ -28,6 +29,7 @@ from typing import Any
 from bench.e2e_bench import make_frames
 from bench.model_bench import machine_info, save_result
 from models.engines import load_engine
+from models.engines.artifact import CHECKPOINT_FILE
 from models.engines.base import InferenceEngine
 from schemas import frame as frame_schema
 from schemas.records import InspectionResult
@@ -49,6 +51,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--batches", default="8", help="batch sizes, comma-separated (default: 8)")
     p.add_argument("--decode-threads", default="1", help="decode thread counts, comma-separated (default: 1)")
     p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per layout (default: 5)")
+    p.add_argument(
+        "--in-flight",
+        type=int,
+        default=None,
+        help="batches in flight (default: the stages' threads + 1; a worker needs max_batches_in_flight as high)",
+    )
     p.add_argument("--compare-cpu", action="store_true", help="also check classes against torch FP32 on the CPU")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="JSON folder (default: bench/results)")
     return p
@@ -90,9 +98,12 @@ def results_of(outgoing: list, expected: int) -> list[InspectionResult]:
     return results
 
 
-async def time_layout(stages: InspectionStages, payloads: list[bytes], batch: int, seconds: float) -> dict[str, Any]:
-    """Keep as many batches in flight as the stages have threads (+1 waiting), as the worker's pipeline does."""
-    in_flight = sum(stages.threads.values()) + 1
+async def time_layout(
+    stages: InspectionStages, payloads: list[bytes], batch: int, seconds: float, in_flight: int | None = None
+) -> dict[str, Any]:
+    """``in_flight`` batches at once (default: one per stage thread, plus one, the one the worker would be
+    delivering). The worker keeps at most DEFECTSTREAM_MAX_BATCHES_IN_FLIGHT: to get these rates it needs as many."""
+    in_flight = in_flight or stages.batches_to_keep_busy + 1
     sent = done = 0
     decode_s = infer_s = 0.0
     latencies: list[float] = []
@@ -126,6 +137,7 @@ async def time_layout(stages: InspectionStages, payloads: list[bytes], batch: in
     return {
         "batch": batch,
         "threads": dict(stages.threads),
+        "in_flight": in_flight,
         "frames": done,
         "frames_per_s": done / wall,
         "cpu_ms_per_frame": cpu * 1000 / done,
@@ -157,7 +169,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     for batch in [int(b) for b in args.batches.split(",")]:
         for decode_threads in [int(d) for d in args.decode_threads.split(",")]:
             stages = InspectionStages(inspector_for(engine), decode_threads=decode_threads)
-            row = asyncio.run(time_layout(stages, payloads, batch, args.seconds))
+            row = asyncio.run(time_layout(stages, payloads, batch, args.seconds, args.in_flight))
             stages.shutdown()
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -171,7 +183,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if args.compare_cpu:
-        checkpoint = args.model / "checkpoint.pt" if args.model.is_dir() else args.model
+        checkpoint = args.model / CHECKPOINT_FILE if args.model.is_dir() else args.model
         reference = load_engine(checkpoint, kind="torch-fp32", device="cpu")
         result["agreement_with_cpu_fp32"] = asyncio.run(agreement(engine, reference, payloads))
         print(json.dumps(result["agreement_with_cpu_fp32"]), flush=True)

@@ -160,10 +160,11 @@ class FrameInspector:
         """All three stages in the calling thread: ``decode``, ``infer``, ``decide``."""
         return self.decide(self.infer(self.decode(frames)))
 
-    def decode(self, frames: list[IncomingFrame]) -> DecodedBatch:
+    def decode(self, frames: list[IncomingFrame], serving: ServingModel | None = None) -> DecodedBatch:
         """Stage 1: headers, decode and preprocess; invalid frames become dead letters and fail-safe rejects here.
-        The model is chosen here, once per batch, so a hot reload never mixes two models in one batch."""
-        serving = self._serving
+        The model is chosen once per batch (``serving``, else the one serving now), so a hot reload never mixes two
+        models in one batch. With several decode threads the caller chooses it, in the order batches are taken."""
+        serving = serving or self._serving
         engine = serving.engine
         min_side = engine.input_size if self.reduced_decode else None
         out: list[Outgoing] = []

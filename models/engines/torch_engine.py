@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,9 @@ def select_device(requested: str = "auto") -> str:
 
 
 class TorchEngine:
-    # torch already spreads one batch over its threads (CPU) or the GPU; two batches at once only compete.
+    # torch already spreads one batch over its threads (CPU) or the GPU; two batches at once only compete, so
+    # predict() lets one call run at a time (a worker whose stages were sized for a multi-stream engine before a
+    # hot reload may call it from several threads).
     concurrent_batches = 1
 
     def __init__(self, checkpoint: Path, device: str = "auto", precision: str = "fp32", compile: bool = False):
@@ -60,6 +63,7 @@ class TorchEngine:
         self.mean, self.std = list(meta.mean), list(meta.std)
         self.version = meta.version
         self.model_name = meta.backbone
+        self._one_at_a_time = threading.Lock()
 
     @torch.inference_mode()
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -72,6 +76,6 @@ class TorchEngine:
             if self.precision != "fp32"
             else contextlib.nullcontext()
         )
-        with autocast:
+        with self._one_at_a_time, autocast:
             logits = self.model(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()

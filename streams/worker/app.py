@@ -2,9 +2,9 @@
 
 Agents:
 - ``inspect-frames``: frames -> ``stream.noack_take(max_batch, within=max_wait_s)`` -> FrameInspector stages
-  (decode, infer, decide; a thread each) -> results, reject commands, dead letters, retraining samples; up to
-  ``max_batches_in_flight`` batches in the pipeline (streams.worker.pipeline), delivered in order, each acked only
-  after Kafka has every output (at-least-once).
+  (decode, infer, decide; in threads of their own, streams.worker.stages) -> results, reject commands, dead
+  letters, retraining samples; up to ``max_batches_in_flight`` batches in the pipeline (streams.worker.pipeline),
+  delivered in order, each acked only after Kafka has every output (at-least-once).
 - ``line-stats``: inspection results + dead letters (both keyed by line, co-partitioned) -> one Faust tumbling
   table per window size -> a LineStats record per line and window, published ``stats_grace_s`` after it closes.
 
@@ -167,12 +167,8 @@ def create_app(
     }
     # /predict goes through the same stages as the batches, queued behind them.
     stages = InspectionStages(inspector, decode_threads=settings.decode_threads)
-    if settings.max_batches_in_flight < stages.batches_to_keep_busy:
-        log.warning(
-            "max_batches_in_flight=%d: fewer batches in flight than the stages have threads (%s), some will idle",
-            settings.max_batches_in_flight,
-            stages.threads,
-        )
+    if warning := stages.in_flight_warning(settings.max_batches_in_flight):
+        log.warning(warning)
 
     reload_lock = asyncio.Lock()
     model_state = {"fingerprint": model_fingerprint(settings.model_path), "failed": None}
@@ -221,9 +217,9 @@ def create_app(
 
     @app.agent(frames_topic, name="inspect-frames")
     async def inspect_frames(stream: faust.StreamT) -> None:
-        """Batches go through a BatchPipeline of up to ``max_batches_in_flight``: while batch N is delivered (event
-        loop) and its verdicts built (decide thread), N+1 is inferred (infer thread) and N+2 decoded (decode
-        thread), so under load the model goes from batch to batch without waiting for the event loop.
+        """Batches go through a BatchPipeline of up to ``max_batches_in_flight``: while the oldest is delivered (event
+        loop) and its verdicts built (decide thread), later ones are inferred (an infer thread per engine stream) and
+        decoded (decode threads), so under load the model goes from batch to batch without waiting for the loop.
         ``noack_take`` leaves acking to us, and a batch is acked only once Kafka has all its records, so whatever
         happens, unacked frames are inspected again by the next worker (at-least-once). Batches are delivered one at
         a time, in the order taken: one gate's commands stay ordered, and a broker outage stops the pipeline after a
@@ -336,6 +332,7 @@ def create_app(
                 # Loaded in its own thread: frames keep flowing through the current engine meanwhile.
                 new_engine = await loop.run_in_executor(None, load_engine, settings)
                 old = inspector.swap_engine(new_engine)
+                stages.follow_engine()  # e.g. OpenVINO (2 streams) -> torch (1 batch at a time)
             except Exception as exc:
                 model_state["failed"] = fingerprint
                 metrics.model_reloads.labels("failed").inc()

@@ -39,11 +39,34 @@ class InspectionStages:
         """Batches in flight that keep every stage thread busy (the one being delivered waits in decide's place)."""
         return sum(self.threads.values())
 
+    def in_flight_warning(self, max_batches_in_flight: int) -> str | None:
+        """Why ``max_batches_in_flight`` leaves stage threads idle, or None when it does not."""
+        if max_batches_in_flight >= self.batches_to_keep_busy:
+            return None
+        return (
+            f"max_batches_in_flight={max_batches_in_flight}: fewer batches in flight than the stages have threads "
+            f"({self.threads}), some will idle"
+        )
+
+    def follow_engine(self) -> None:
+        """After a hot reload: as many inference threads as the engine now serving infers batches at once. Batches
+        already handed to the old threads finish there."""
+        wanted = self.inspector.serving.engine.concurrent_batches
+        if wanted == self.threads["infer"]:
+            return
+        old = self._pools["infer"]
+        self._pools["infer"] = ThreadPoolExecutor(max_workers=wanted, thread_name_prefix="infer")
+        self.threads["infer"] = wanted
+        old.shutdown(wait=False)
+
     async def run(self, frames: list[IncomingFrame]) -> tuple[list[Outgoing], float]:
-        """Decode, infer and decide ``frames``; returns the records and the batch's own decode + inference time (s)."""
+        """Decode, infer and decide ``frames``; returns the records and the batch's own decode + inference time (s).
+        The model is chosen here, on the event loop, so batches meet a hot reload in the order they were taken even
+        when several decode threads start them out of order."""
         loop = asyncio.get_running_loop()
         inspector = self.inspector
-        decoded = await loop.run_in_executor(self._pools["decode"], inspector.decode, frames)
+        serving = inspector.serving
+        decoded = await loop.run_in_executor(self._pools["decode"], inspector.decode, frames, serving)
         inferred = await loop.run_in_executor(self._pools["infer"], inspector.infer, decoded)
         outgoing = await loop.run_in_executor(self._pools["decide"], inspector.decide, inferred)
         return outgoing, (decoded.decode_ms * len(frames) + inferred.infer_ms) / 1000

@@ -1,11 +1,32 @@
+import threading
+
 from bench.stream_contention import print_table, throughput
 from models.engines.openvino_engine import OpenVINOEngine
 from models.skeleton import ensure_skeleton_artifact
 
 
+class CountingCalls:
+    """Wraps the engine's compiled plans and records how many calls ran at once."""
+
+    def __init__(self, inner):
+        self.inner, self.lock, self.now, self.most = inner, threading.Lock(), 0, 0
+
+    def __call__(self, batch):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return self.inner(batch)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
 def test_every_stream_is_kept_busy_and_counted(base_settings):
     engine = OpenVINOEngine(ensure_skeleton_artifact(base_settings.cache_dir), threads=2, verify=False, streams=2)
+    engine._infer = counting = CountingCalls(engine._infer)
     row = throughput(engine, batch=2, seconds=0.3)
+    assert counting.most == 2  # one caller per stream, both at once
     assert row["frames_per_s"] > 0 and row["batch_p50_ms"] > 0 and row["cpu_ms_per_frame"] > 0
 
 

@@ -324,10 +324,11 @@ def test_int8_engine_with_two_streams_infers_two_batches_at_once_with_the_same_a
     assert (one.concurrent_batches, two.concurrent_batches) == (1, 2)
     assert two.runtime_property("NUM_STREAMS") == 2
     halves = [x[: len(x) // 2], x[len(x) // 2 :], x[:1], x[1:2]]  # batches and single images, side by side
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:  # more callers than streams: the others wait for a free one
         together = list(pool.map(two.predict, halves * 3))
     for batch, probs in zip(halves * 3, together, strict=True):
         assert np.abs(probs - one.predict(batch)).max() < 1e-2
+    assert two._infer._free.qsize() == 2  # every request came back to the pool
     capped = load_engine(artifact, kind="openvino-int8", threads=1, streams=2)
     assert capped.concurrent_batches == 1
     with pytest.raises(EngineError, match="streams must be at least 1"):

@@ -59,3 +59,42 @@ def test_the_engine_gets_as_many_batches_at_once_as_it_infers_and_no_more():
 def test_no_decode_thread_is_refused():
     with pytest.raises(ValueError, match="decode_threads"):
         InspectionStages(_inspector(), decode_threads=0)
+
+
+def test_too_few_batches_in_flight_for_the_stage_threads_is_named():
+    stages = InspectionStages(_inspector(TwoAtOnceEngine()), decode_threads=2)
+    assert stages.in_flight_warning(5) is None
+    assert "max_batches_in_flight=4" in stages.in_flight_warning(4)
+    stages.shutdown()
+
+
+def test_after_a_reload_the_inference_threads_follow_the_new_engine():
+    inspector = _inspector(TwoAtOnceEngine())
+    stages = InspectionStages(inspector)
+    assert stages.threads["infer"] == 2
+    inspector.swap_engine(FixedEngine(version="one-at-a-time"))
+    stages.follow_engine()
+    assert stages.threads["infer"] == 1 and stages.batches_to_keep_busy == 3
+    outgoing, _ = asyncio.run(stages.run([_frame("p1", _jpeg(220))]))
+    stages.shutdown()
+    assert [o.record.model_version for o in outgoing if o.role == topics.RESULTS] == ["one-at-a-time"]
+
+
+def test_a_batch_keeps_the_model_serving_when_it_was_taken_even_if_decoded_after_a_reload():
+    inspector = _inspector(FixedEngine(version="old"))
+    stages = InspectionStages(inspector)
+    release = threading.Event()
+    stages._pools["decode"].submit(release.wait)  # the decode thread is busy: the batch waits for it
+
+    async def taken_then_reloaded():
+        before = asyncio.ensure_future(stages.run([_frame("before", _jpeg(220))]))
+        await asyncio.sleep(0.05)  # taken (and its model chosen), not decoded yet
+        inspector.swap_engine(FixedEngine(version="new"))
+        after = asyncio.ensure_future(stages.run([_frame("after", _jpeg(220))]))
+        release.set()
+        return await before, await after
+
+    (first, _), (second, _) = asyncio.run(taken_then_reloaded())
+    stages.shutdown()
+    versions = [o.record.model_version for o in first + second if o.role == topics.RESULTS]
+    assert versions == ["old", "new"]
