@@ -8,9 +8,10 @@ the broker and the bench are idle (``settle``: what a burst leaves behind is not
 For each fixed frame rate: capture-to-gate latency p50/p95/p99 over every frame and the deadline misses at
 ``--budget-ms``. Then the maximum sustained rate: a burst sent as fast as the camera can, measured as completed
 verdicts per second once the pipeline is saturated. Beside it, in the same run and with the same threads, the
-bare throughput of the worker's engine at its batch size (decode + preprocess + predict, no Kafka), twice: one
-loop that decodes then predicts, and the worker's own stages without Kafka (batch N+1 decoded in a second thread
-while N is inferred). The second is the like-for-like reference for a worker that overlaps the two.
+bare throughput of the worker's engine at its batch size and streams (decode + preprocess + predict, no Kafka),
+twice: one loop per engine stream that decodes then predicts, and the worker's own stages without Kafka (a decode
+thread feeding one inference thread per stream). The second is the like-for-like reference for a worker that
+overlaps the two.
 
 Every frame reaches the gate: the worker runs with ``decision_thresholds=1.0``, so every verdict is a ``review``
 and sends a command (the decision policy costs nothing measurable; the point is to time every frame to the gate).

@@ -32,6 +32,7 @@ from models.engines import load_engine
 from models.engines.artifact import CHECKPOINT_FILE
 from models.engines.base import InferenceEngine
 from schemas import frame as frame_schema
+from schemas.frame import FrameMeta
 from schemas.records import InspectionResult
 from streams.inspection import FrameInspector, IncomingFrame
 from streams.kafka import topics
@@ -67,13 +68,8 @@ def incoming(payloads: list[bytes], count: int, first: int = 0) -> list[Incoming
     now = time.time_ns()
     frames = []
     for i, value in zip(range(first, first + count), cycle(payloads), strict=False):
-        headers = {
-            frame_schema.PART_ID: f"bench-{i}",
-            frame_schema.LINE_ID: "line-1",
-            frame_schema.CAMERA_ID: "cam-1",
-            frame_schema.CAPTURE_TS_NS: str(now),
-            frame_schema.CONTENT_TYPE: "image/jpeg",
-        }
+        meta = FrameMeta(part_id=f"bench-{i}", line_id="line-1", camera_id="cam-1", capture_ts_ns=now)
+        headers = frame_schema.headers_to_dict(meta.to_headers())
         frames.append(IncomingFrame(value, headers, "frames", 0, i, received_ts_ns=now))
     return frames
 
@@ -194,7 +190,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     m = result["machine"]
-    where = f"{m['cuda'] or m['cpu']}, {m['logical_cpus']} CPUs"
+    where = f"{m['cuda'] or m['cpu']}, {m['usable_cpus']} of {m['logical_cpus']} CPUs usable"
     print(f"\n{result['engine']} on {result['device']} ({where}); {result['frame']}")
     print(
         "| batch | decode threads | inference threads | frames/s | CPU ms/frame | batch p50 ms | decode busy "
