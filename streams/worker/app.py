@@ -5,8 +5,9 @@ Agents:
   (decode, infer, decide; in threads of their own, streams.worker.stages) -> results, reject commands, dead
   letters, retraining samples; up to ``max_batches_in_flight`` batches in the pipeline (streams.worker.pipeline),
   delivered in order, each acked only after Kafka has every output (at-least-once).
-- ``line-stats``: inspection results + dead letters (both keyed by line, co-partitioned) -> one Faust tumbling
-  table per window size -> a LineStats record per line and window, published ``stats_grace_s`` after it closes.
+- ``line-stats``: inspection results + dead letters (both keyed by line, co-partitioned), in batches counted per
+  line and window -> one Faust tumbling table per window size (one write per line, window and batch) -> a LineStats
+  record per line and window, published ``stats_grace_s`` after it closes.
 
 Web (``web_port``): ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus), ``POST /predict`` (image bytes in,
 InspectionResult JSON out, nothing published), ``POST /reload`` (swap in the model at the model path now).
@@ -50,6 +51,11 @@ OUTPUT_ROLES = (
 )
 # How long a batch's records may stay undeliverable before the worker gives up (and exits without acking).
 DELIVERY_DEADLINE_S = 120.0
+# The line-stats agent's batches: up to this many results and dead letters, or what came within this time. Well
+# inside stats_grace_s, so a window's last records are in its table before the window is published (a window
+# published early is published again with them).
+STATS_BATCH_MAX = 500
+STATS_BATCH_WITHIN_S = 0.25
 
 
 def check_pipeline_limits(settings: Settings) -> None:
@@ -282,25 +288,42 @@ def create_app(
 
     @app.agent(stats_source, name="line-stats")
     async def line_stats(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                if event.message.topic == results_topic:
-                    result = InspectionResult.from_json(event.value)
-                    line, add = result.line_id, (lambda w, r=result: stats.add_result(w, r))
-                else:
-                    letter = DeadLetter.from_json(event.value)
-                    line = letter.headers.get(frame_schema.LINE_ID) or UNKNOWN_LINE
-                    add = lambda w, r=letter: stats.add_dead_letter(w, r)  # noqa: E731
-            except SchemaError as exc:
-                log.error(
-                    "line-stats: skipping unreadable record at %s@%d: %s",
-                    event.message.topic,
-                    event.message.offset,
-                    exc,
-                )
-                continue
-            for table in tables.values():
-                table[line] = add(table[line].current())
+        """Counts a batch of records per line and window first, then writes each table entry once: every table
+        write is a changelog record, and one per frame and window size cost the worker and the broker more than the
+        counting itself. A batch is acked once its counts are in the tables."""
+        async for events in stream.noack_take(STATS_BATCH_MAX, within=STATS_BATCH_WITHIN_S):
+            # (window size, partition, line, window) -> the last event of the group and the group's counts.
+            groups: dict[tuple, tuple[faust.types.EventT, dict]] = {}
+            for event in events:
+                record = stats_record(event)
+                if record is None:
+                    continue
+                line = record.line_id if isinstance(record, InspectionResult) else dead_letter_line(record)
+                for w, table in tables.items():
+                    # Windows as Faust's own per-event writes choose them: from the record's Kafka timestamp.
+                    key = (w, event.message.partition, line, table.table.window.ranges(event.message.timestamp)[0])
+                    counts = groups[key][1] if key in groups else stats.empty()
+                    stats.count(counts, record)
+                    groups[key] = (event, counts)
+            for (w, _partition, line, _window), (event, counts) in groups.items():
+                with faust_fixes.as_current_event(event):  # its partition, its window
+                    tables[w][line] = stats.merge(tables[w][line].current(), counts)
+            for event in events:
+                await stream.ack(event)
+
+    def stats_record(event: faust.types.EventT) -> InspectionResult | DeadLetter | None:
+        try:
+            if event.message.topic == results_topic:
+                return InspectionResult.from_json(event.value)
+            return DeadLetter.from_json(event.value)
+        except SchemaError as exc:
+            log.error(
+                "line-stats: skipping unreadable record at %s@%d: %s", event.message.topic, event.message.offset, exc
+            )
+            return None
+
+    def dead_letter_line(letter: DeadLetter) -> str:
+        return letter.headers.get(frame_schema.LINE_ID) or UNKNOWN_LINE
 
     published: dict[tuple[float, object], int] = {}
 

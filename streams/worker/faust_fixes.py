@@ -2,14 +2,18 @@
 
 :func:`fence_seek_to_committed` (faust-streaming#596; drop it when Faust fixes that) and :func:`log_offset_gaps`
 patch :class:`faust.transport.consumer.Consumer` in place and otherwise keep Faust's behaviour; :class:`FlowWatchdog`
-covers the fence's failure path (a flow nobody resumes).
+covers the fence's failure path (a flow nobody resumes). :func:`as_current_event` works around faust-streaming#497
+(no table writes from a batch of ``take``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,25 @@ def log_offset_gaps() -> None:
 
     add_gap.logged = True  # type: ignore[attr-defined]
     Consumer._add_gap = add_gap  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def as_current_event(event: Any) -> Iterator[None]:
+    """Within the block, ``event`` is the current event of this task, as inside Faust's own per-event iteration.
+
+    faust-streaming#497 (open): a table written from a batch of ``take``/``noack_take`` raises "Cannot modify table
+    key from outside of stream iteration", because those batches are filled by another task. A table write needs
+    the current event twice: its partition is the changelog partition the write goes to (so the table recovers on
+    the worker that owns that partition), and a windowed table relative to the stream takes the window from its
+    timestamp. Only this task's context variable is set: the take buffer reads the stream's own ``current_event``
+    attribute, which is left alone."""
+    from faust.streams import _current_event
+
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def install() -> None:

@@ -2,7 +2,8 @@
 store them (its changelog serializes values as JSON) and tests can check them without Kafka.
 
 Latency percentiles come from log-spaced buckets (5% wide): mergeable, a few dozen integers per window instead of
-every sample.
+every sample. Mergeable counts are also what lets the line-stats agent write its tables once per batch of records
+(:func:`merge`) rather than once per frame: every table write is a changelog record in Kafka.
 """
 
 from __future__ import annotations
@@ -46,20 +47,41 @@ def _bucket_upper_ms(index: int) -> float:
 
 def add_result(window: dict[str, Any], result: InspectionResult) -> dict[str, Any]:
     window = _copy(window)
-    window["frames"] += 1
-    window["by_decision"][result.decision] = window["by_decision"].get(result.decision, 0) + 1
-    window["by_class"][result.label] = window["by_class"].get(result.label, 0) + 1
-    window["late"] += int(result.late)
-    bucket = _bucket(result.timings_ms["total_since_capture"])
-    window["latency_buckets"][bucket] = window["latency_buckets"].get(bucket, 0) + 1
+    count(window, result)
     return window
 
 
 def add_dead_letter(window: dict[str, Any], letter: DeadLetter) -> dict[str, Any]:
     window = _copy(window)
-    window["frames"] += 1
-    window["unreadable"] += 1
+    count(window, letter)
     return window
+
+
+def count(window: dict[str, Any], record: InspectionResult | DeadLetter) -> None:
+    """Count ``record`` into ``window`` in place: for a batch's own counts, never for a value a table holds."""
+    window["frames"] += 1
+    if isinstance(record, DeadLetter):
+        window["unreadable"] += 1
+        return
+    _increment(window["by_decision"], record.decision, 1)
+    _increment(window["by_class"], record.label, 1)
+    window["late"] += int(record.late)
+    _increment(window["latency_buckets"], _bucket(record.timings_ms["total_since_capture"]), 1)
+
+
+def merge(window: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
+    """A new window holding both: what a table has for a line and window, plus a batch's counts for it."""
+    merged = _copy(window)
+    for key in ("frames", "unreadable", "late"):
+        merged[key] += counts[key]
+    for key in ("by_decision", "by_class", "latency_buckets"):
+        for name, n in counts[key].items():
+            _increment(merged[key], name, n)
+    return merged
+
+
+def _increment(counter: dict[str, int], name: str, n: int) -> None:
+    counter[name] = counter.get(name, 0) + n
 
 
 def percentile_ms(buckets: dict[str, int], q: float) -> float | None:

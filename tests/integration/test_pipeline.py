@@ -117,10 +117,8 @@ def test_mixed_frames_every_frame_accounted_for(kafka_settings, skeleton_model, 
         assert len(valid_parts) + len(invalid) == TOTAL_FRAMES
 
         reader = TopicReader(settings, settings.topic(topics.RESULTS))
-        results = [
-            InspectionResult.from_json(r.value)
-            for r in reader.read_until(lambda r: len(r) >= valid_count, timeout_s=180, settle_s=2.0)
-        ]
+        result_records = reader.read_until(lambda r: len(r) >= valid_count, timeout_s=180, settle_s=2.0)
+        results = [InspectionResult.from_json(r.value) for r in result_records]
         reader.close()
         flagged = {r.part_id for r in results if r.decision != "pass"} | set(invalid)
         deadline = time.monotonic() + 30
@@ -143,6 +141,10 @@ def test_mixed_frames_every_frame_accounted_for(kafka_settings, skeleton_model, 
             return sum(w.frames for w in windows.values()) >= TOTAL_FRAMES
 
         line_stats = [LineStats.from_json(r.value) for r in reader.read_until(stats_complete, 120, settle_s=3.0)]
+        reader.close()
+        ((changelog_topic, _spec),) = topics.changelog_topics(settings)
+        reader = TopicReader(settings, changelog_topic)
+        changelog = reader.read_until(lambda r: False, timeout_s=3.0)
         reader.close()
         metrics = _metrics(worker.url)
         assert worker.returncode is None, f"worker died:\n{worker.log_tail()}"
@@ -180,6 +182,10 @@ def test_mixed_frames_every_frame_accounted_for(kafka_settings, skeleton_model, 
     decisions = collections.Counter(r.decision for r in results)
     for decision, count in decisions.items():
         assert sum(w.by_decision.get(decision, 0) for w in windows) == count
+    # The stats table is written once per batch of records, not once per frame, and each write goes to the changelog
+    # partition of the line's records (where the worker owning them recovers the table from).
+    assert 0 < len(changelog) <= TOTAL_FRAMES // 5
+    assert {r.partition for r in changelog} == {r.partition for r in result_records}
     # /metrics: the same totals.
     frames_total = metrics["defectstream_frames_total"]
     assert sum(frames_total.values()) == TOTAL_FRAMES

@@ -6,10 +6,12 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 import faust
+import pytest
+from faust.streams import current_event
 from faust.transport.consumer import Consumer
 from intervaltree import IntervalTree
 
-from streams.worker.faust_fixes import FlowWatchdog, fence_seek_to_committed, log_offset_gaps
+from streams.worker.faust_fixes import FlowWatchdog, as_current_event, fence_seek_to_committed, log_offset_gaps
 
 
 def test_faust_gap_marking_is_logged_and_still_applied(caplog):
@@ -56,3 +58,25 @@ def test_flow_watchdog_reports_only_a_stop_longer_than_its_limit():
     assert watchdog.stalled_for(True) is None  # resumed: the clock starts over
     now[0] = 300.0
     assert watchdog.stalled_for(False) is None
+
+
+class _Event:
+    def __init__(self, partition: int):
+        self.message = SimpleNamespace(topic="results", partition=partition, timestamp=1_234.5)
+
+
+def test_a_table_written_from_a_batch_writes_to_the_partition_of_the_event_made_current():
+    """faust-streaming#497: outside Faust's per-event iteration a table write has no event and raises. Inside
+    as_current_event the write goes to the changelog partition of that event, and the event is current only there."""
+    app = faust.App("current-event-test", broker="kafka://127.0.0.1:1")  # never started
+    table = app.Table("counts", default=int, partitions=4)
+    with pytest.raises(TypeError, match="outside of stream iteration"):
+        table.partition_for_key("line-1")
+    first, second = _Event(3), _Event(1)
+    with as_current_event(first):
+        assert current_event() is first
+        assert table.partition_for_key("line-1") == 3
+        with as_current_event(second):
+            assert table.partition_for_key("line-1") == 1
+        assert current_event() is first
+    assert current_event() is None

@@ -67,3 +67,17 @@ def test_bad_window_specs_are_refused(spec):
 
 def test_window_specs_are_sorted_and_deduplicated():
     assert stats.parse_windows("60, 10,10") == [10.0, 60.0]
+
+
+def test_a_batch_counted_apart_and_merged_equals_adding_record_by_record():
+    # The line-stats agent counts a batch on its own and writes table + counts once; the window must come out as if
+    # every record had been added to it one by one.
+    stored = _add(stats.empty(), [_result(), _result("reject", "scratch", total_ms=90.0)])
+    batch = [_result("review", "dent", late=True), _dead_letter(), _result(total_ms=12.0), _result("reject", "scratch")]
+    counts = stats.empty()
+    for record in batch:
+        stats.count(counts, record)
+    snapshot = {k: dict(v) if isinstance(v, dict) else v for k, v in stored.items()}
+    assert stats.merge(stored, counts) == _add(stored, batch)
+    assert stored == snapshot  # the table's value is never changed in place
+    assert stats.merge(stats.empty(), stats.empty()) == stats.empty()
