@@ -30,6 +30,7 @@ from models import engines
 from models.engines.base import InferenceEngine
 from schemas import frame as frame_schema
 from schemas.records import DeadLetter, InspectionResult, SchemaError
+from streams import late_log
 from streams.inspection import UNKNOWN_LINE, FrameInspector, IncomingFrame, Outgoing
 from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_credentials
@@ -376,6 +377,10 @@ def create_app(
         @app.timer(interval=settings.model_reload_interval_s)
         async def watch_model() -> None:
             await reload_model()
+
+    @app.timer(interval=late_log.SUMMARY_INTERVAL_S)
+    async def log_late_commands() -> None:
+        inspector.late_log.flush()
 
     if gc_watch is not None:
 
