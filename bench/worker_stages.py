@@ -56,7 +56,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--in-flight",
         type=int,
         default=None,
-        help="batches in flight (default: the stages' threads + 1; a worker needs max_batches_in_flight as high)",
+        help="batches in flight (default: two per stage thread, the worker's rule; a worker needs "
+        "max_batches_in_flight as high)",
     )
     p.add_argument("--compare-cpu", action="store_true", help="also check classes against torch FP32 on the CPU")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="JSON folder (default: bench/results)")
@@ -97,9 +98,9 @@ def results_of(outgoing: list, expected: int) -> list[InspectionResult]:
 async def time_layout(
     stages: InspectionStages, payloads: list[bytes], batch: int, seconds: float, in_flight: int | None = None
 ) -> dict[str, Any]:
-    """``in_flight`` batches at once (default: one per stage thread, plus one, the one the worker would be
-    delivering). The worker keeps at most DEFECTSTREAM_MAX_BATCHES_IN_FLIGHT: to get these rates it needs as many."""
-    in_flight = in_flight or stages.batches_to_keep_busy + 1
+    """``in_flight`` batches at once (default: ``stages.batches_to_keep_busy``, two per stage thread). The worker
+    keeps at most DEFECTSTREAM_MAX_BATCHES_IN_FLIGHT: to get these rates it needs as many."""
+    in_flight = in_flight or stages.batches_to_keep_busy
     sent = done = 0
     decode_s = infer_s = 0.0
     latencies: list[float] = []

@@ -69,9 +69,11 @@ class Settings:
     decode_threads: int = 1
     # Batches taken but not yet delivered and acked. The stages work at once (decode of up to decode_threads
     # batches, inference of up to inference_streams, verdicts and delivery of the oldest), so under load the
-    # inference threads go from batch to batch without waiting for the event loop; 1 = one batch at a time. Fewer
-    # than the stages have threads leaves some idle (the worker logs a warning).
-    max_batches_in_flight: int = 4
+    # inference threads go from batch to batch without waiting for the event loop; 1 = one batch at a time. Each
+    # stage thread needs two (streams.worker.stages: batches_to_keep_busy), or it waits for batches that are done
+    # but not yet delivered in order; 8 = two for each of a CPU worker's 4 stage threads (1 decode, 2 inference,
+    # 1 verdicts) and of a GPU worker's with 2 decode threads. Fewer log a warning at start.
+    max_batches_in_flight: int = 8
     ok_class: str = "ok"
     # Top-class confidence below the class's threshold -> "review" (manual inspection): "0.5" or "0.5,scratch=0.8".
     decision_thresholds: str = "0.5"

@@ -107,7 +107,7 @@ def test_gpu_override_asks_for_an_nvidia_gpu(compose, compose_env):
     assert worker["build"]["target"] == "worker-cuda" and worker["image"].endswith("-cuda")
     assert worker["environment"]["DEFECTSTREAM_DEVICE"] == "cuda"
     assert int(worker["environment"]["DEFECTSTREAM_DECODE_THREADS"]) == 2  # one cannot feed a GPU
-    assert int(worker["environment"]["DEFECTSTREAM_MAX_BATCHES_IN_FLIGHT"]) == 5  # keeps every stage thread busy
+    assert int(worker["environment"]["DEFECTSTREAM_MAX_BATCHES_IN_FLIGHT"]) == 8  # two per stage thread: none waits
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     cpu = render(compose, compose_env, BASE)["services"]["worker"]

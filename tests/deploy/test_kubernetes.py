@@ -211,7 +211,7 @@ def test_worker_deployment_is_safe_to_run_and_to_stop(overlay):
         assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1 == worker["resources"]["requests"]["nvidia.com/gpu"]
         assert settings["DEFECTSTREAM_DEVICE"] == "cuda" and worker["image"].endswith("-cuda")
         assert settings["DEFECTSTREAM_DECODE_THREADS"] == "2"  # one cannot feed a GPU
-        assert settings["DEFECTSTREAM_MAX_BATCHES_IN_FLIGHT"] == "5"  # keeps every stage thread busy
+        assert settings["DEFECTSTREAM_MAX_BATCHES_IN_FLIGHT"] == "8"  # two per stage thread: none waits
         # No surge pod waiting for a GPU that the pod it replaces still holds.
         assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
     else:

@@ -4,6 +4,7 @@ import threading
 import pytest
 
 from streams.kafka import topics
+from streams.settings import Settings
 from streams.worker.stages import InspectionStages
 from tests.streams.test_inspection import FixedEngine, _frame, _inspector, _jpeg
 
@@ -43,7 +44,7 @@ def test_the_engine_gets_as_many_batches_at_once_as_it_infers_and_no_more():
     engine = TwoAtOnceEngine()
     stages = InspectionStages(_inspector(engine), decode_threads=3)
     assert stages.threads == {"decode": 3, "infer": 2, "decide": 1}
-    assert stages.batches_to_keep_busy == 6
+    assert stages.batches_to_keep_busy == 12
 
     async def many():
         batches = [[_frame(f"b{b}-{i}", _jpeg(220), offset=i) for i in range(2)] for b in range(6)]
@@ -63,8 +64,15 @@ def test_no_decode_thread_is_refused():
 
 def test_too_few_batches_in_flight_for_the_stage_threads_is_named():
     stages = InspectionStages(_inspector(TwoAtOnceEngine()), decode_threads=2)
-    assert stages.in_flight_warning(5) is None
-    assert "max_batches_in_flight=4" in stages.in_flight_warning(4)
+    assert stages.in_flight_warning(10) is None
+    assert "max_batches_in_flight=9" in stages.in_flight_warning(9)
+    stages.shutdown()
+    # The default settings keep a CPU worker's stages busy: one decode thread, two OpenVINO streams, verdicts.
+    defaults = Settings()
+    engine = TwoAtOnceEngine()
+    assert defaults.inference_streams == engine.concurrent_batches
+    stages = InspectionStages(_inspector(engine), decode_threads=defaults.decode_threads)
+    assert stages.in_flight_warning(defaults.max_batches_in_flight) is None
     stages.shutdown()
 
 
@@ -74,7 +82,7 @@ def test_after_a_reload_the_inference_threads_follow_the_new_engine():
     assert stages.threads["infer"] == 2
     inspector.swap_engine(FixedEngine(version="one-at-a-time"))
     stages.follow_engine()
-    assert stages.threads["infer"] == 1 and stages.batches_to_keep_busy == 3
+    assert stages.threads["infer"] == 1 and stages.batches_to_keep_busy == 6
     outgoing, _ = asyncio.run(stages.run([_frame("p1", _jpeg(220))]))
     stages.shutdown()
     assert [o.record.model_version for o in outgoing if o.role == topics.RESULTS] == ["one-at-a-time"]
