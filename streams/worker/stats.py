@@ -45,18 +45,6 @@ def _bucket_upper_ms(index: int) -> float:
     return _MIN_MS * _BUCKET_RATIO**index
 
 
-def add_result(window: dict[str, Any], result: InspectionResult) -> dict[str, Any]:
-    window = _copy(window)
-    count(window, result)
-    return window
-
-
-def add_dead_letter(window: dict[str, Any], letter: DeadLetter) -> dict[str, Any]:
-    window = _copy(window)
-    count(window, letter)
-    return window
-
-
 def count(window: dict[str, Any], record: InspectionResult | DeadLetter) -> None:
     """Count ``record`` into ``window`` in place: for a batch's own counts, never for a value a table holds."""
     window["frames"] += 1

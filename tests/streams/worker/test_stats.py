@@ -15,17 +15,16 @@ def _dead_letter() -> DeadLetter:
     return EXAMPLES["dead_letter"]
 
 
-def _add(window, records):
+def _counts(records):
+    window = stats.empty()
     for record in records:
-        add = stats.add_dead_letter if isinstance(record, DeadLetter) else stats.add_result
-        window = add(window, record)
+        stats.count(window, record)
     return window
 
 
 def test_results_and_dead_letters_are_counted_by_decision_class_and_lateness():
-    window = _add(
-        stats.empty(),
-        [_result(), _result("reject", "scratch", late=True, total_ms=120.0), _dead_letter(), _result("review", "dent")],
+    window = _counts(
+        [_result(), _result("reject", "scratch", late=True, total_ms=120.0), _dead_letter(), _result("review", "dent")]
     )
     assert window["frames"] == 4
     assert window["unreadable"] == 1
@@ -35,19 +34,17 @@ def test_results_and_dead_letters_are_counted_by_decision_class_and_lateness():
     assert sum(window["latency_buckets"].values()) == 3  # dead letters have no latency
 
 
-def test_adding_never_changes_the_value_it_was_given():
+def test_merging_never_changes_the_value_it_was_given():
     # Faust keeps the stored value; a write must go through table[key] = new value (and its changelog).
-    before = _add(stats.empty(), [_result()])
+    before = _counts([_result()])
     snapshot = {k: dict(v) if isinstance(v, dict) else v for k, v in before.items()}
-    stats.add_result(before, _result("reject", "scratch"))
-    stats.add_dead_letter(before, _dead_letter())
+    merged = stats.merge(before, _counts([_result("reject", "scratch"), _dead_letter()]))
     assert before == snapshot
+    assert merged["frames"] == 3 and merged["by_decision"] == {"pass": 1, "reject": 1} and merged["unreadable"] == 1
 
 
 def test_window_record_has_rate_and_latency_percentiles():
-    window = _add(
-        stats.empty(), [_result(total_ms=10.0)] * 18 + [_result("reject", "scratch", total_ms=100.0), _dead_letter()]
-    )
+    window = _counts([_result(total_ms=10.0)] * 18 + [_result("reject", "scratch", total_ms=100.0), _dead_letter()])
     record = stats.to_record("line-1", 10.0, 1_000.0, window)
     assert record.frames == 20
     assert record.defect_rate == pytest.approx(2 / 20)  # the reject and the unreadable frame
@@ -71,13 +68,12 @@ def test_window_specs_are_sorted_and_deduplicated():
 
 def test_a_batch_counted_apart_and_merged_equals_adding_record_by_record():
     # The line-stats agent counts a batch on its own and writes table + counts once; the window must come out as if
-    # every record had been added to it one by one.
-    stored = _add(stats.empty(), [_result(), _result("reject", "scratch", total_ms=90.0)])
+    # every record had been written to it one by one, and as if all had been counted together.
+    earlier = [_result(), _result("reject", "scratch", total_ms=90.0)]
     batch = [_result("review", "dent", late=True), _dead_letter(), _result(total_ms=12.0), _result("reject", "scratch")]
-    counts = stats.empty()
+    stored = _counts(earlier)
+    one_by_one = stored
     for record in batch:
-        stats.count(counts, record)
-    snapshot = {k: dict(v) if isinstance(v, dict) else v for k, v in stored.items()}
-    assert stats.merge(stored, counts) == _add(stored, batch)
-    assert stored == snapshot  # the table's value is never changed in place
+        one_by_one = stats.merge(one_by_one, _counts([record]))
+    assert stats.merge(stored, _counts(batch)) == one_by_one == _counts(earlier + batch)
     assert stats.merge(stats.empty(), stats.empty()) == stats.empty()
