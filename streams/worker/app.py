@@ -35,7 +35,7 @@ from streams.inspection import UNKNOWN_LINE, FrameInspector, IncomingFrame, Outg
 from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_credentials
 from streams.settings import Settings
-from streams.worker import faust_fixes, stats
+from streams.worker import faust_fixes, fetch_watch, stats
 from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from streams.worker.pipeline import BatchPipeline
@@ -222,6 +222,10 @@ def create_app(
             backoff = min(backoff * 2, 5.0)
             pending = failed
 
+    # What the agents hold (stream queues, batches in flight): the fetch watchdog counts only while they are empty.
+    stream_queues: dict[str, object] = {}
+    pipelines: list[BatchPipeline] = []
+
     @app.agent(frames_topic, name="inspect-frames")
     async def inspect_frames(stream: faust.StreamT) -> None:
         """Batches go through a BatchPipeline of up to ``max_batches_in_flight``: while the oldest is delivered (event
@@ -231,12 +235,14 @@ def create_app(
         happens, unacked frames are inspected again by the next worker (at-least-once). Batches are delivered one at
         a time, in the order taken: one gate's commands stay ordered, and a broker outage stops the pipeline after a
         few batches instead of piling them up in memory."""
+        stream_queues["inspect-frames"] = stream.channel.queue
         pipeline = BatchPipeline(
             inspect=lambda events: inspect_batch(incoming_frames(events)),
             deliver=deliver,
             ack=stream.ack,
             max_in_flight=settings.max_batches_in_flight,
         )
+        pipelines.append(pipeline)
         try:
             # Not wrapped in aclosing() on purpose: closing noack_take switches the stream's auto-acks back on
             # (its finally) while frames it buffered but never yielded may still be on their way through the stream,
@@ -292,6 +298,7 @@ def create_app(
         """Counts a batch of records per line and window first, then writes each table entry once: every table
         write is a changelog record, and one per frame and window size cost the worker and the broker more than the
         counting itself. A batch is acked once its counts are in the tables."""
+        stream_queues["line-stats"] = stream.channel.queue
         async for events in stream.noack_take(STATS_BATCH_MAX, within=STATS_BATCH_WITHIN_S):
             # (window size, partition, line, window) -> the last event of the group and the group's counts.
             groups: dict[tuple, tuple[faust.types.EventT, dict]] = {}
@@ -399,6 +406,41 @@ def create_app(
                 stalled,
             )
             os._exit(75)
+
+    if settings.fetch_stall_limit_s > 0:
+        fetch_watchdog = fetch_watch.FetchWatchdog(settings.fetch_stall_limit_s)
+
+        @app.timer(interval=5.0)
+        async def watch_fetching() -> None:
+            consumer = app.consumer
+            # Waiting for input: nothing queued or in flight, so no backpressure (a slow model, deliveries being
+            # retried for up to DELIVERY_DEADLINE_S) can look like a stall.
+            idle = not any(q.qsize() for q in stream_queues.values()) and not any(len(p) for p in pipelines)
+            fetching = idle and consumer.flow_active and not (app.rebalancing or app.in_recovery)
+            tps = {tp for tp in consumer.assignment() if not consumer._is_changelog_tp(tp)}
+            read = {tp: consumer._read_offset.get(tp) for tp in tps}
+            lagging: list = []
+            if fetching and tps:
+                try:
+                    highwaters = await asyncio.wait_for(consumer.highwaters(*tps), timeout=10.0)
+                    unread = [tp for tp, offset in read.items() if offset is None]
+                    earliest = (
+                        await asyncio.wait_for(consumer.earliest_offsets(*unread), timeout=10.0) if unread else {}
+                    )
+                except Exception as exc:  # a broker hiccup: no verdict this round
+                    log.warning("fetch watchdog: cannot read partition offsets: %r", exc)
+                    return
+                lagging = fetch_watch.lagging_partitions(read, highwaters, earliest)
+            stalled = fetch_watchdog.stalled_for(fetching, bool(lagging), read)
+            if stalled is not None and not app.should_stop:
+                log.critical(
+                    "partitions %s have records waiting but nothing was read for %.0f s; exiting unacked so a restart "
+                    "fetches them again. Consumer state: %s",
+                    sorted(f"{tp.topic}[{tp.partition}]" for tp in lagging),
+                    stalled,
+                    fetch_watch.consumer_state(app, tps, stream_queues),
+                )
+                os._exit(75)
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

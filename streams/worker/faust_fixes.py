@@ -2,17 +2,19 @@
 
 :func:`fence_seek_to_committed` (faust-streaming#596; drop it when Faust fixes that) and :func:`log_offset_gaps`
 patch :class:`faust.transport.consumer.Consumer` in place and otherwise keep Faust's behaviour; :class:`FlowWatchdog`
-covers the fence's failure path (a flow nobody resumes). :func:`as_current_event` works around faust-streaming#497
-(no table writes from a batch of ``take``).
+covers the fence's failure path (a flow nobody resumes). :func:`seek_uncommitted_to_reset_position` makes Faust's
+seek back also cover partitions with nothing committed yet. :func:`as_current_event` works around
+faust-streaming#497 (no table writes from a batch of ``take``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,10 @@ def fence_seek_to_committed() -> None:
     a jump and Faust marks the skipped range as a gap and commits over it; the re-fetched copies are dropped as
     already read. With the flow stopped first, nothing is delivered until Recovery resumes the flow, right after
     clearing the queues, and fetching restarts at the committed offsets. Every caller of ``perform_seek`` resumes
-    the flow itself afterwards (or runs with it stopped), so leaving it stopped here is safe.
+    the flow itself afterwards (or runs with it stopped), so leaving it stopped here is safe. Recovery runs the seek
+    in a task of its own, so the fetcher can still take a batch between the resume and this stop; stopping the flow
+    makes Faust drop the rest of that batch, and the seek fetches it again (for a partition with nothing committed
+    only with :func:`seek_uncommitted_to_reset_position`).
     """
     from faust.transport.consumer import Consumer
 
@@ -43,6 +48,52 @@ def fence_seek_to_committed() -> None:
 
     perform_seek.fenced = True  # type: ignore[attr-defined]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+
+
+def seek_uncommitted_to_reset_position() -> None:
+    """Make Faust's "seek stream partitions to committed offsets" also rewind partitions that have no committed offset.
+
+    Faust drops records it has already taken from aiokafka whenever it stops the flow (a rebalance, the fence above)
+    or the generation changes in the middle of a fetched batch, and counts on seeking back to the committed offsets
+    to fetch them again. aiokafka's ``seek_to_committed`` seeks only partitions whose committed offset is above 0, so
+    for a partition with nothing committed (a new group, or a worker killed before its first commit, as in the
+    SIGKILL failover test) the position stays after the dropped records: they are never fetched again, the partition
+    shows lag and nothing is read from it until the worker restarts. Seen here as 3 of ~33 failover runs in which the
+    new worker inspected nothing of one partition, and caught by the fetch watchdog with aiokafka's position at the
+    end of the partition and Faust's read offset still empty (streams.worker.fetch_watch). Such partitions are
+    rewound to where the consumer group's reset policy starts (``consumer_auto_offset_reset``: the worker uses
+    "earliest"), which is what a new consumer with nothing committed reads from anyway; at-least-once, a repeat
+    carries the same part id. Changelog partitions are left to Faust's recovery, which positions them itself.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread.seek_to_committed, "rewinds_uncommitted", False):
+        return
+    original = AIOKafkaConsumerThread.seek_to_committed
+
+    @functools.wraps(original)
+    async def seek_to_committed(self: AIOKafkaConsumerThread) -> Mapping[Any, int | None]:
+        committed = await original(self)
+        uncommitted = [
+            tp
+            for tp, offset in committed.items()
+            if (offset is None or offset <= 0) and not self.consumer._is_changelog_tp(tp)
+        ]
+        if uncommitted:
+            policy = self.app.conf.consumer_auto_offset_reset
+            if policy != "earliest":  # streams.worker.app sets it; another start would need another rewind
+                raise ValueError(f"consumer_auto_offset_reset={policy!r}: only 'earliest' is rewound to")
+            topics = sorted({tp.topic for tp in uncommitted})
+            log.info(
+                "no committed offset for %s: rewinding to the earliest offset (a repeat of a frame read before has "
+                "the same part id)",
+                {topic: sorted(tp.partition for tp in uncommitted if tp.topic == topic) for topic in topics},
+            )
+            await self.seek_to_beginning(*uncommitted)
+        return committed
+
+    seek_to_committed.rewinds_uncommitted = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
 
 
 # Longer than any healthy stop: a rebalance takes seconds to a session timeout (10 s), Faust's seek back to the
@@ -118,4 +169,5 @@ def as_current_event(event: Any) -> Iterator[None]:
 
 def install() -> None:
     fence_seek_to_committed()
+    seek_uncommitted_to_reset_position()
     log_offset_gaps()
