@@ -93,8 +93,8 @@ class Settings:
     # How often the worker checks the model path for a new model to swap in; 0 = never (POST /reload still works).
     model_reload_interval_s: float = 10.0
     reduced_decode: bool = True
-    # Exit (code 75, for the supervisor to restart) when partitions with lag have had nothing read for this long
-    # while the worker waits for input: flow on, nothing queued or in flight (streams.worker.fetch_watch); 0 = never.
+    # Exit (code 75, for the supervisor to restart) when a partition with lag has had nothing read from it for this
+    # long while the worker waited for input or read other partitions (streams.worker.fetch_watch); 0 = never.
     fetch_stall_limit_s: float = 60.0
     web_port: int = 6066
     log_level: str = "info"

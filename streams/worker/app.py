@@ -222,7 +222,8 @@ def create_app(
             backoff = min(backoff * 2, 5.0)
             pending = failed
 
-    # What the agents hold (stream queues, batches in flight): the fetch watchdog counts only while they are empty.
+    # What the agents hold (stream queues, batches in flight): the fetch watchdog tells a worker waiting for input
+    # from a busy one by them.
     stream_queues: dict[str, object] = {}
     pipelines: list[BatchPipeline] = []
 
@@ -413,10 +414,9 @@ def create_app(
         @app.timer(interval=5.0)
         async def watch_fetching() -> None:
             consumer = app.consumer
-            # Waiting for input: nothing queued or in flight, so no backpressure (a slow model, deliveries being
-            # retried for up to DELIVERY_DEADLINE_S) can look like a stall.
+            fetching = consumer.flow_active and not (app.rebalancing or app.in_recovery)
+            # Waiting for input: nothing queued or in flight.
             idle = not any(q.qsize() for q in stream_queues.values()) and not any(len(p) for p in pipelines)
-            fetching = idle and consumer.flow_active and not (app.rebalancing or app.in_recovery)
             tps = {tp for tp in consumer.assignment() if not consumer._is_changelog_tp(tp)}
             read = {tp: consumer._read_offset.get(tp) for tp in tps}
             lagging: list = []
@@ -431,13 +431,14 @@ def create_app(
                     log.warning("fetch watchdog: cannot read partition offsets: %r", exc)
                     return
                 lagging = fetch_watch.lagging_partitions(read, highwaters, earliest)
-            stalled = fetch_watchdog.stalled_for(fetching, bool(lagging), read)
-            if stalled is not None and not app.should_stop:
+            stalled = fetch_watchdog.stalled(fetching=fetching, idle=idle, lagging=lagging, read_offsets=read)
+            if stalled and not app.should_stop:
                 log.critical(
-                    "partitions %s have records waiting but nothing was read for %.0f s; exiting unacked so a restart "
-                    "fetches them again. Consumer state: %s",
-                    sorted(f"{tp.topic}[{tp.partition}]" for tp in lagging),
-                    stalled,
+                    "partitions %s have records waiting but nothing was read from them for %.0f s while the worker "
+                    "read others or waited for input; exiting unacked so a restart fetches them again. Consumer "
+                    "state: %s",
+                    sorted(f"{tp.topic}[{tp.partition}]" for tp in stalled),
+                    max(stalled.values()),
                     fetch_watch.consumer_state(app, tps, stream_queues),
                 )
                 os._exit(75)

@@ -89,11 +89,22 @@ def seek_uncommitted_to_reset_position() -> None:
                 "the same part id)",
                 {topic: sorted(tp.partition for tp in uncommitted if tp.topic == topic) for topic in topics},
             )
-            await self.seek_to_beginning(*uncommitted)
+            # To an explicit offset, not seek_to_beginning: that one leaves the position unset until the fetcher
+            # gets to the reset (after a long poll in flight, up to 1.5 s), and Faust's livelock check reads every
+            # assigned partition's position and crashes the consumer on an unset one (seen in 1 of 16 loop runs).
+            await self.call_thread(_seek_to_earliest, self._ensure_consumer(), uncommitted)
         return committed
 
     seek_to_committed.rewinds_uncommitted = True  # type: ignore[attr-defined]
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+
+
+async def _seek_to_earliest(consumer: Any, partitions: list[Any]) -> None:
+    earliest = await consumer.beginning_offsets(partitions)
+    assigned = consumer.assignment()  # a rebalance during the lookup may have taken some away
+    for tp, offset in earliest.items():
+        if tp in assigned:
+            consumer.seek(tp, offset)
 
 
 # Longer than any healthy stop: a rebalance takes seconds to a session timeout (10 s), Faust's seek back to the

@@ -13,38 +13,42 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-# A worker waiting for input reads within a fetch round trip (milliseconds) of a record arriving; recovery,
-# rebalances and backpressure are excluded, so a minute without a single read is not a slow worker.
+# A partition with lag is read within a fetch round trip (milliseconds) whenever the worker reads anything, and
+# within a few batches when it is busy (Faust takes from every partition in turn); recovery, rebalances and a
+# worker blocked as a whole (backpressure) restart the count, so a minute without a single read is not a slow worker.
 FETCH_STALL_LIMIT_S = 60.0
+_UNSEEN = object()
 
 
 class FetchWatchdog:
-    """Tells when partitions with lag have gone without a single read for longer than ``limit_s``.
+    """Tells which partitions with lag have gone without a single read for longer than ``limit_s``.
 
-    Fed one observation per check: whether the worker is fetching and waiting for input (flow active, no recovery,
-    nothing queued or in flight: backpressure is not a stall), whether any assigned stream partition has records
-    beyond what was read, and the read offsets. Time counts from the last observation with progress (read offsets
-    changed), without lag, or not waiting for input."""
+    Fed one observation per check: whether the worker fetches (flow active, no rebalance or recovery), whether it
+    waits for input (nothing queued or in flight), the partitions with records beyond the last one read, and the read
+    offsets. A partition's count starts when it has lag and no read, and ends with a read or with no lag. Every
+    count restarts when the worker does not fetch, or is blocked as a whole (busy, yet nothing read anywhere since
+    the last check: backpressure, deliveries being retried), so only a partition left behind while the worker waits
+    for input or reads others can be reported."""
 
     def __init__(self, limit_s: float = FETCH_STALL_LIMIT_S, clock: Callable[[], float] = time.monotonic):
         self.limit_s = limit_s
         self._clock = clock
-        self._since: float | None = None
-        self._offsets: dict[Any, int | None] | None = None
+        self._since: dict[Any, float] = {}
+        self._offsets: dict[Any, int | None] = {}
 
-    def stalled_for(self, fetching: bool, lagging: bool, read_offsets: Mapping[Any, int | None]) -> float | None:
-        """Seconds without a read while lagging, once past the limit; None otherwise."""
+    def stalled(
+        self, *, fetching: bool, idle: bool, lagging: Iterable[Any], read_offsets: Mapping[Any, int | None]
+    ) -> dict[Any, float]:
+        """The partitions past the limit, with the seconds since their count started; empty otherwise."""
         now = self._clock()
-        offsets = dict(read_offsets)
-        moved = offsets != self._offsets
-        self._offsets = offsets
-        if not (fetching and lagging) or moved:
-            self._since = now if fetching and lagging else None
-            return None
-        if self._since is None:
-            self._since = now
-        elapsed = now - self._since
-        return elapsed if elapsed > self.limit_s else None
+        moved = {tp for tp, offset in read_offsets.items() if self._offsets.get(tp, _UNSEEN) != offset}
+        self._offsets = dict(read_offsets)
+        if not fetching or not (idle or moved):
+            self._since.clear()
+            return {}
+        lagging = set(lagging) - moved
+        self._since = {tp: self._since.get(tp, now) for tp in lagging}
+        return {tp: now - since for tp, since in self._since.items() if now - since > self.limit_s}
 
 
 def lagging_partitions(

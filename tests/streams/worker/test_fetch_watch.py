@@ -18,40 +18,53 @@ class Clock:
         return self.now
 
 
-def test_lag_without_reads_past_the_limit_is_a_stall():
+def observe(dog, clock, t, *, fetching=True, idle=True, lagging=(A,), read=None):
+    clock.now = t
+    return dog.stalled(fetching=fetching, idle=idle, lagging=lagging, read_offsets=read or {A: 5, B: 7})
+
+
+def test_a_lagging_partition_nothing_reads_while_the_worker_waits_for_input_is_reported():
     clock = Clock()
     dog = FetchWatchdog(limit_s=60, clock=clock)
-    for t in (0, 30, 60):
-        clock.now = t
-        assert dog.stalled_for(fetching=True, lagging=True, read_offsets={A: 5}) is None
-    clock.now = 61
-    assert dog.stalled_for(fetching=True, lagging=True, read_offsets={A: 5}) == 61
+    for t in (0, 5, 30, 65):  # the first observation only records offsets; the count starts at 5
+        assert observe(dog, clock, t) == {}
+    assert observe(dog, clock, 66) == {A: 61}
 
 
-def test_any_read_restarts_the_count():
+def test_a_partition_left_behind_while_the_worker_reads_others_is_reported():
+    """The worker is busy (not idle) but reads B every time: A, with lag and no read, is stuck."""
     clock = Clock()
     dog = FetchWatchdog(limit_s=60, clock=clock)
-    dog.stalled_for(fetching=True, lagging=True, read_offsets={A: 5, B: None})
-    clock.now = 50
-    assert dog.stalled_for(fetching=True, lagging=True, read_offsets={A: 5, B: 0}) is None  # B read its first
-    clock.now = 100
-    assert dog.stalled_for(fetching=True, lagging=True, read_offsets={A: 5, B: 0}) is None  # 50 s since that read
-    clock.now = 111
-    assert dog.stalled_for(fetching=True, lagging=True, read_offsets={A: 5, B: 0}) == 61
+    for t in range(0, 70, 5):  # A's count starts at 5, the first observation after offsets were recorded
+        assert observe(dog, clock, t, idle=False, read={A: 5, B: 7 + t}) == {}
+    assert observe(dog, clock, 71, idle=False, read={A: 5, B: 1000}) == {A: 66}
 
 
-def test_no_lag_or_not_fetching_is_never_a_stall():
-    """An idle line (nothing to read) does not count, nor does a worker that is not fetching and waiting for input
-    (a stopped flow, recovery, frames queued or in flight: backpressure), and the count starts again after either."""
+def test_a_read_or_no_lag_ends_the_count():
     clock = Clock()
     dog = FetchWatchdog(limit_s=60, clock=clock)
-    for t, fetching, lagging in ((0, True, False), (100, False, True), (200, True, False), (300, True, True)):
-        clock.now = t
-        assert dog.stalled_for(fetching=fetching, lagging=lagging, read_offsets={A: 5}) is None
-    clock.now = 359
-    assert dog.stalled_for(fetching=True, lagging=True, read_offsets={A: 5}) is None
-    clock.now = 361
-    assert dog.stalled_for(fetching=True, lagging=True, read_offsets={A: 5}) == 61
+    observe(dog, clock, 0)
+    observe(dog, clock, 5)
+    assert observe(dog, clock, 50, read={A: 6, B: 7}) == {}  # A read one: its count ends
+    assert observe(dog, clock, 100, read={A: 6, B: 7}) == {}  # and starts again here
+    assert observe(dog, clock, 150, lagging=()) == {}  # caught up
+    assert observe(dog, clock, 200) == {}
+    assert observe(dog, clock, 261) == {A: 61}
+
+
+def test_a_worker_blocked_as_a_whole_or_not_fetching_restarts_every_count():
+    """Backpressure (busy, nothing read anywhere: a slow model, deliveries being retried) and a stopped flow (the flow
+    watchdog's case) are not this watchdog's stalls; when they end, a partition still waiting gets a full limit."""
+    clock = Clock()
+    dog = FetchWatchdog(limit_s=60, clock=clock)
+    observe(dog, clock, 0)
+    observe(dog, clock, 5)
+    assert observe(dog, clock, 50, idle=False) == {}  # busy, and nothing moved since 5
+    assert observe(dog, clock, 100, idle=False) == {}
+    assert observe(dog, clock, 105, idle=False, read={A: 5, B: 8}) == {}  # B moves: A's count starts again here
+    assert observe(dog, clock, 160, fetching=False, read={A: 5, B: 9}) == {}
+    assert observe(dog, clock, 200, read={A: 5, B: 9}) == {}
+    assert observe(dog, clock, 261, read={A: 5, B: 9}) == {A: 61}
 
 
 def test_lagging_partitions_compare_the_highwater_with_the_next_offset_to_read():
