@@ -3,7 +3,8 @@
 :func:`fence_seek_to_committed` (faust-streaming#596; drop it when Faust fixes that) and :func:`log_offset_gaps`
 patch :class:`faust.transport.consumer.Consumer` in place and otherwise keep Faust's behaviour; :class:`FlowWatchdog`
 covers the fence's failure path (a flow nobody resumes). :func:`seek_uncommitted_to_reset_position` makes Faust's
-seek back also cover partitions with nothing committed yet. :func:`as_current_event` works around
+seek back also cover partitions with nothing committed yet, and :func:`skip_unpositioned_in_livelock_check` keeps
+Faust's livelock check from crashing on a partition being repositioned. :func:`as_current_event` works around
 faust-streaming#497 (no table writes from a batch of ``take``).
 """
 
@@ -107,6 +108,34 @@ async def _seek_to_earliest(consumer: Any, partitions: list[Any]) -> None:
             consumer.seek(tp, offset)
 
 
+def skip_unpositioned_in_livelock_check() -> None:
+    """Let Faust's livelock check pass over a partition whose position aiokafka is resetting, instead of crashing.
+
+    Every 2.5 commit intervals Faust checks each assigned partition that has been fetched from and reads aiokafka's
+    position for it; aiokafka asserts the position is set. While aiokafka resets a partition (a reset policy applied
+    after an out-of-range offset, a ``seek_to_beginning``) the position is unset until the fetcher gets to it, up to a
+    long poll later, and the AssertionError crashes Faust's consumer service: the worker stops. Seen here once, when
+    a rewind still used ``seek_to_beginning``. Such a partition is being repositioned, not stuck, so the check skips
+    it this round."""
+    from aiokafka import TopicPartition
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread.verify_event_path, "skips_unpositioned", False):
+        return
+    original = AIOKafkaConsumerThread.verify_event_path
+
+    @functools.wraps(original)
+    def verify_event_path(self: AIOKafkaConsumerThread, now: float, tp: Any) -> None:
+        assignment = self._ensure_consumer()._fetcher._subscriptions.subscription.assignment
+        state = assignment.state_value(TopicPartition(tp.topic, tp.partition)) if assignment else None
+        if state is not None and not state.has_valid_position:
+            return None
+        return original(self, now, tp)
+
+    verify_event_path.skips_unpositioned = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread.verify_event_path = verify_event_path  # type: ignore[method-assign]
+
+
 # Longer than any healthy stop: a rebalance takes seconds to a session timeout (10 s), Faust's seek back to the
 # committed offsets times out after broker_request_timeout (90 s), and changelog recovery runs with the flow on.
 FLOW_STALL_LIMIT_S = 180.0
@@ -181,4 +210,5 @@ def as_current_event(event: Any) -> Iterator[None]:
 def install() -> None:
     fence_seek_to_committed()
     seek_uncommitted_to_reset_position()
+    skip_unpositioned_in_livelock_check()
     log_offset_gaps()

@@ -1,23 +1,27 @@
-"""Faust's seek back to the committed offsets, on the real broker, for a partition with nothing committed.
+"""Faust's seek back to the committed offsets and its livelock check, on the real broker, with a real aiokafka consumer.
 
 Faust drops records it already took from aiokafka whenever it stops the flow mid-batch and relies on this seek to
 fetch them again; aiokafka leaves a partition without a committed offset where it is, after the dropped records
-(streams.worker.faust_fixes.seek_uncommitted_to_reset_position)."""
+(streams.worker.faust_fixes.seek_uncommitted_to_reset_position). Faust's livelock check reads positions that
+aiokafka leaves unset while it resets one (skip_unpositioned_in_livelock_check)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from types import SimpleNamespace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer.fetcher import OffsetResetStrategy
 from confluent_kafka import Producer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streams.kafka import topics
 from streams.kafka.config import bootstrap, producer_config
-from streams.worker.faust_fixes import seek_uncommitted_to_reset_position
+from streams.worker.faust_fixes import seek_uncommitted_to_reset_position, skip_unpositioned_in_livelock_check
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +110,61 @@ def test_uncommitted_partition_is_rewound_to_the_start(frames_in_partition_0):
     # The worker always starts a new group at "earliest"; any other policy is refused, not silently rewound.
     with pytest.raises(ValueError, match="only 'earliest'"):
         asyncio.run(position_after_seek_back(settings, patched, reset="latest"))
+
+
+class LivelockCheckStandIn:
+    """What Faust's livelock check reads from its consumer thread, around a real aiokafka consumer."""
+
+    _verify_aiokafka_event_path = AIOKafkaConsumerThread._verify_aiokafka_event_path
+
+    def __init__(self, consumer: AIOKafkaConsumer):
+        self._consumer = consumer
+        self.time_started = time.monotonic()
+        self.tp_fetch_request_timeout_secs = self.tp_stream_timeout_secs = 300.0
+        self.log = logging.getLogger("livelock-check")
+        monitor = SimpleNamespace(stream_inbound_time={})
+        self.consumer = SimpleNamespace(
+            app=SimpleNamespace(monitor=monitor, topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+        )
+
+    def _ensure_consumer(self) -> AIOKafkaConsumer:
+        return self._consumer
+
+
+async def livelock_check_during_reset(settings, verify_event_path) -> list[str]:
+    """Fetch from partition 0, start a reset of its position, and run the livelock check while it is unset."""
+    tp = TopicPartition(settings.topic(topics.FRAMES), 0)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap(settings), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        async with asyncio.timeout(30):
+            while not await consumer.getmany(tp, timeout_ms=1000):
+                pass
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        reset = consumer._fetcher.request_offset_reset([tp], OffsetResetStrategy.EARLIEST)  # as seek_to_beginning
+        assert not state.has_valid_position
+        outcome = []
+        try:
+            verify_event_path(LivelockCheckStandIn(consumer), time.monotonic(), tp)
+            outcome.append("passed over")
+        except AssertionError:
+            outcome.append("AssertionError")
+        await reset
+        assert state.position == 0
+        verify_event_path(LivelockCheckStandIn(consumer), time.monotonic(), tp)  # positioned again: checked as before
+        return outcome
+    finally:
+        await consumer.stop()
+
+
+def test_livelock_check_passes_over_a_partition_being_repositioned(frames_in_partition_0):
+    skip_unpositioned_in_livelock_check()
+    skip_unpositioned_in_livelock_check()  # idempotent: one wrapper
+    patched = AIOKafkaConsumerThread.verify_event_path
+    assert not getattr(patched.__wrapped__, "skips_unpositioned", False)
+    # The defect: Faust's own check reads the unset position and aiokafka's assertion fires (it crashes the consumer).
+    assert asyncio.run(livelock_check_during_reset(frames_in_partition_0, patched.__wrapped__)) == ["AssertionError"]
+    assert asyncio.run(livelock_check_during_reset(frames_in_partition_0, patched)) == ["passed over"]
