@@ -94,7 +94,9 @@ class Settings:
     model_reload_interval_s: float = 10.0
     reduced_decode: bool = True
     # Exit (code 75, for the supervisor to restart) when a partition with lag has had nothing read from it for this
-    # long while the worker waited for input or read other partitions (streams.worker.fetch_watch); 0 = never.
+    # long while the worker waited for input or read other partitions (streams.worker.fetch_watch); 0 = never. Such
+    # a partition is read within a fetch round trip, or a few batches when the worker is busy (Faust takes from every
+    # partition in turn), so a minute without a single read is not a slow worker.
     fetch_stall_limit_s: float = 60.0
     web_port: int = 6066
     log_level: str = "info"

@@ -437,7 +437,7 @@ def create_app(
                     "partitions %s have records waiting but nothing was read from them for %.0f s while the worker "
                     "read others or waited for input; exiting unacked so a restart fetches them again. Consumer "
                     "state: %s",
-                    sorted(f"{tp.topic}[{tp.partition}]" for tp in stalled),
+                    fetch_watch.partition_names(stalled),
                     max(stalled.values()),
                     fetch_watch.consumer_state(app, tps, stream_queues),
                 )

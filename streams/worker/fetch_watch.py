@@ -13,10 +13,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-# A partition with lag is read within a fetch round trip (milliseconds) whenever the worker reads anything, and
-# within a few batches when it is busy (Faust takes from every partition in turn); recovery, rebalances and a
-# worker blocked as a whole (backpressure) restart the count, so a minute without a single read is not a slow worker.
-FETCH_STALL_LIMIT_S = 60.0
 _UNSEEN = object()
 
 
@@ -30,7 +26,7 @@ class FetchWatchdog:
     the last check: backpressure, deliveries being retried), so only a partition left behind while the worker waits
     for input or reads others can be reported."""
 
-    def __init__(self, limit_s: float = FETCH_STALL_LIMIT_S, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, limit_s: float, clock: Callable[[], float] = time.monotonic):
         self.limit_s = limit_s
         self._clock = clock
         self._since: dict[Any, float] = {}
@@ -70,7 +66,7 @@ def _name(tp: Any) -> str:
     return f"{tp.topic}[{tp.partition}]"
 
 
-def _names(tps: Iterable[Any] | None) -> list[str] | None:
+def partition_names(tps: Iterable[Any] | None) -> list[str] | None:
     return None if tps is None else sorted(_name(tp) for tp in tps)
 
 
@@ -83,9 +79,9 @@ def consumer_state(app: Any, tps: Iterable[Any], queues: Mapping[str, Any]) -> d
         "flow_control_active": app.flow_control.is_active(),
         "rebalancing": app.rebalancing,
         "in_recovery": app.tables.recovery.in_recovery,
-        "faust_paused": _names(getattr(consumer, "_paused_partitions", None)),
-        "faust_active": _names(getattr(consumer, "_active_partitions", None)),
-        "faust_buffer_full": _names(getattr(consumer, "_buffered_partitions", None)),
+        "faust_paused": partition_names(getattr(consumer, "_paused_partitions", None)),
+        "faust_active": partition_names(getattr(consumer, "_active_partitions", None)),
+        "faust_buffer_full": partition_names(getattr(consumer, "_buffered_partitions", None)),
         "read_offsets": {_name(tp): consumer._read_offset.get(tp) for tp in tps},
         "committed_offsets": {_name(tp): consumer._committed_offset.get(tp) for tp in tps},
     }
@@ -100,7 +96,7 @@ def consumer_state(app: Any, tps: Iterable[Any], queues: Mapping[str, Any]) -> d
     try:
         aio = consumer._thread._ensure_consumer()
         assignment = aio._subscription.subscription.assignment
-        state["aiokafka_paused"] = _names(aio.paused())
+        state["aiokafka_paused"] = partition_names(aio.paused())
         state["aiokafka_reassignment_in_progress"] = aio._subscription.reassignment_in_progress
         partitions = {}
         for tp in tps:
@@ -118,7 +114,7 @@ def consumer_state(app: Any, tps: Iterable[Any], queues: Mapping[str, Any]) -> d
         state["aiokafka_partitions"] = partitions
         fetcher = aio._fetcher
         state["aiokafka_fetch_task_done"] = fetcher._fetch_task.done()
-        state["aiokafka_buffered"] = _names(fetcher._records)
+        state["aiokafka_buffered"] = partition_names(fetcher._records)
     except Exception as exc:  # diagnostics only: a renamed private must not hide the stall it reports
         state["aiokafka_error"] = repr(exc)
     return state
