@@ -1,7 +1,8 @@
 """Configuration of every Kafka client the project creates, in one place.
 
-Edge clients (camera gateway, reject gate, dataset sink) use confluent-kafka; the worker uses Faust (aiokafka),
-configured in :mod:`streams.worker.app` from the same settings. Security (SASL/SCRAM, TLS) is one function for both:
+Edge clients (camera gateway, reject gate, dataset sink) and the worker's output producer use confluent-kafka; the
+worker's consumer and table changelogs use Faust (aiokafka), configured in :mod:`streams.worker.app` from the same
+settings. Security (SASL/SCRAM, TLS) is one function for both:
 :func:`security_config` for librdkafka, :func:`faust_broker_credentials` for Faust.
 """
 
@@ -150,6 +151,22 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     }
     config.update(extra)
     return config
+
+
+def worker_output_config(settings: Settings, delivery_timeout_s: float) -> dict[str, Any]:
+    """The worker's output producer (:mod:`streams.kafka.output_producer`)."""
+    return producer_config(
+        settings,
+        # Verdicts are sent as soon as a batch has them; its records are produced together, so they share requests
+        # without waiting for a linger.
+        **{"linger.ms": 0},
+        # Java's (and aiokafka's) partitioner, not librdkafka's CRC32 default: a line's results and dead letters
+        # land on the partitions any Kafka client, or a worker of an earlier version, would put them on (the
+        # line-stats tables are partitioned the same way).
+        partitioner="murmur2_random",
+        # librdkafka retries until then; the worker gives up on the batch (unacked) at the same time.
+        **{"message.timeout.ms": int(delivery_timeout_s * 1000)},
+    )
 
 
 def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:

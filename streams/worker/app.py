@@ -33,7 +33,8 @@ from schemas.records import DeadLetter, InspectionResult, SchemaError
 from streams import late_log
 from streams.inspection import UNKNOWN_LINE, FrameInspector, IncomingFrame, Outgoing
 from streams.kafka import topics
-from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_credentials
+from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_credentials, worker_output_config
+from streams.kafka.output_producer import OutputProducer
 from streams.settings import Settings
 from streams.worker import faust_fixes, fetch_watch, stats
 from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
@@ -109,14 +110,17 @@ def create_app(
     engine: InferenceEngine | None = None,
     metrics: WorkerMetrics | None = None,
     gc_watch: GCPauseWatch | None = None,
+    producer: OutputProducer | None = None,
 ) -> faust.App:
-    """Build the worker app. The engine is loaded once per process, here, before any frame arrives."""
+    """Build the worker app. The engine is loaded once per process, here, before any frame arrives. ``producer``
+    publishes the outputs (default: one from the settings; the caller closes it after the app has stopped)."""
     check_pipeline_limits(settings)
     faust_fixes.install()
     engine = engine or load_engine(settings)
     inspector = FrameInspector.from_settings(engine, settings)
     metrics = metrics or WorkerMetrics()
     metrics.serving(engine)
+    producer = producer or OutputProducer(worker_output_config(settings, DELIVERY_DEADLINE_S))
     windows = stats.parse_windows(settings.stats_windows_s)
     datadir = settings.cache_dir / "worker" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
@@ -146,8 +150,6 @@ def create_app(
         broker_heartbeat_interval=1.0,
         # Commit acked offsets every second: after a crash at most ~1 s of frames is re-inspected.
         broker_commit_interval=1.0,
-        # Verdicts are sent as soon as they exist; batching on the producer would only add latency.
-        producer_linger=0.0,
         # Backpressure: buffer a few batches, not Faust's 4096 frames (which could be gigabytes of images).
         stream_buffer_maxsize=max(32, settings.max_batch * 4),
         # Line stats are published by the worker that owns the line's partition; a standby copy on another
@@ -156,9 +158,7 @@ def create_app(
         table_cleanup_interval=max(1.0, settings.stats_grace_s),
     )
     frames_topic = app.topic(settings.topic(topics.FRAMES), key_serializer="raw", value_serializer="raw")
-    outputs = {
-        role: app.topic(settings.topic(role), key_serializer="raw", value_serializer="raw") for role in OUTPUT_ROLES
-    }
+    output_topics = {role: settings.topic(role) for role in OUTPUT_ROLES}
     results_topic, dead_letter_topic = settings.topic(topics.RESULTS), settings.topic(topics.DEAD_LETTERS)
     stats_source = app.topic(results_topic, dead_letter_topic, key_serializer="raw", value_serializer="raw")
     tables = {
@@ -183,31 +183,23 @@ def create_app(
     async def deliver(outgoing: list[Outgoing]) -> None:
         """Send every record and wait until Kafka has it; the caller acks the batch only after this returns.
 
-        Reject commands go first: if anything goes wrong afterwards, the gate has already been told. Failed sends
-        are retried (Faust's producer is not idempotent: a retry can repeat a record, which consumers de-duplicate
-        by part id). If Kafka has not acknowledged every record within DELIVERY_DEADLINE_S the process exits hard,
-        so the batch is never acked: a restarted worker inspects it again rather than losing it."""
+        Reject commands go first: if anything goes wrong afterwards, the gate has already been told. librdkafka
+        retries on its own (idempotent: a retry never repeats a record) for up to DELIVERY_DEADLINE_S; records it
+        reports as failed before then are sent again. If Kafka has not acknowledged every record by the deadline
+        the process exits hard, so the batch is never acked: a restarted worker inspects it again rather than
+        losing it."""
         pending = sorted(outgoing, key=lambda o: o.role != topics.REJECT_COMMANDS)
         deadline = time.monotonic() + DELIVERY_DEADLINE_S
         backoff = 0.1
         while pending:
-            futures = []
-            failed: list[Outgoing] = []
-            for o in pending:
-                try:
-                    futures.append((o, await outputs[o.role].send(key=o.key, value=o.value)))
-                except Exception:
-                    log.exception("sending to %s failed", o.role)
-                    failed.append(o)
             try:
-                # Bounded: Faust's producer would otherwise let a send wait up to producer_request_timeout (20 min).
-                results = await asyncio.wait_for(
-                    asyncio.gather(*(f for _, f in futures), return_exceptions=True),
+                errors = await asyncio.wait_for(
+                    producer.deliver([(output_topics[o.role], o.key, o.value) for o in pending]),
                     timeout=max(deadline - time.monotonic(), 1.0),
                 )
             except TimeoutError:
-                results = [TimeoutError("no acknowledgement from Kafka in time")] * len(futures)
-            failed += [o for (o, _), r in zip(futures, results, strict=True) if isinstance(r, BaseException)]
+                errors = [TimeoutError("no acknowledgement from Kafka in time")] * len(pending)
+            failed = [o for o, error in zip(pending, errors, strict=True) if error is not None]
             if not failed:
                 return
             if time.monotonic() > deadline:
@@ -217,7 +209,10 @@ def create_app(
                     DELIVERY_DEADLINE_S,
                 )
                 os._exit(70)
-            log.warning("%d of %d records not delivered; retrying in %.1fs", len(failed), len(pending), backoff)
+            first = next(error for error in errors if error is not None)
+            log.warning(
+                "%d of %d records not delivered (%s); retrying in %.1fs", len(failed), len(pending), first, backoff
+            )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
             pending = failed
@@ -348,7 +343,10 @@ def create_app(
                 if start + w + settings.stats_grace_s > now or published.get((w, key)) == value["frames"]:
                     continue
                 record = stats.to_record(line, w, start, value)
-                await outputs[topics.LINE_STATS].send(key=line.encode(), value=record.to_json())
+                (error,) = await producer.deliver([(output_topics[topics.LINE_STATS], line.encode(), record.to_json())])
+                if error is not None:  # the next round publishes it again
+                    log.warning("line-stats: window %s of line %s not published: %s", start, line, error)
+                    continue
                 published[(w, key)] = value["frames"]
         for gone in set(published) - live:
             del published[gone]
@@ -498,9 +496,15 @@ def run_worker(settings: Settings) -> None:
     acked before Faust's final commit)."""
     metrics = WorkerMetrics()
     gc_watch = GCPauseWatch(metrics.observe_gc_pause)
-    app = create_app(settings, metrics=metrics, gc_watch=gc_watch)
+    producer = OutputProducer(worker_output_config(settings, DELIVERY_DEADLINE_S))
+    app = create_app(settings, metrics=metrics, gc_watch=gc_watch, producer=producer)
     # Now torch, OpenVINO, Faust and the model are loaded: nearly every long-lived object exists (see gc_pauses).
     freeze_startup_objects()
     gc_watch.install()
     worker = faust.Worker(app, loglevel=settings.log_level, workdir=str(settings.cache_dir))
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        # Every batch was acked only after its records were delivered; this only waits for line-stats publishes.
+        if remaining := producer.close():
+            log.warning("%d output records still undelivered at shutdown", remaining)

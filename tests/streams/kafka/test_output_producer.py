@@ -1,0 +1,66 @@
+import asyncio
+import socket
+
+from aiokafka.partitioner import DefaultPartitioner
+from confluent_kafka import KafkaError, KafkaException
+
+from streams.kafka import topics
+from streams.kafka.config import MAX_MESSAGE_BYTES, worker_output_config
+from streams.kafka.output_producer import OutputProducer
+from streams.kafka.reader import TopicReader
+
+
+def _deliver(producer: OutputProducer, records: list[tuple[str, bytes, bytes]]) -> list:
+    return asyncio.run(producer.deliver(records))
+
+
+def test_every_record_is_acknowledged_in_order_on_the_partition_a_java_client_would_choose(kafka_settings):
+    topic = kafka_settings.topic(topics.RESULTS)
+    keys = [b"line-a", b"line-b", b"line-c"]
+    records = [(topic, keys[i % 3], b"%d" % i) for i in range(60)]
+    producer = OutputProducer(worker_output_config(kafka_settings, delivery_timeout_s=30))
+    try:
+        assert _deliver(producer, records[:30]) == [None] * 30
+        assert _deliver(producer, records[30:]) == [None] * 30
+    finally:
+        assert producer.close() == 0
+    reader = TopicReader(kafka_settings, topic)
+    try:
+        read = reader.read_until(lambda r: len(r) >= 60, timeout_s=30)
+    finally:
+        reader.close()
+    assert len(read) == 60
+    partitions = list(range(topics.topic_spec(topics.RESULTS).partitions))
+    java_partition = DefaultPartitioner()  # murmur2, as the Java client and aiokafka (Faust) partition keys
+    for key in keys:
+        mine = [r for r in read if r.key == key]
+        assert [int(r.value) for r in mine] == [int(v) for _, k, v in records if k == key]
+        assert {r.partition for r in mine} == {java_partition(key, partitions, partitions)}
+
+
+def test_a_refused_record_is_reported_and_the_others_are_delivered(kafka_settings):
+    topic = kafka_settings.topic(topics.RESULTS)
+    producer = OutputProducer(worker_output_config(kafka_settings, delivery_timeout_s=30))
+    try:
+        errors = _deliver(
+            producer, [(topic, b"k", b"small"), (topic, b"k", b"x" * MAX_MESSAGE_BYTES), (topic, b"k", b"")]
+        )
+        assert _deliver(producer, []) == []
+    finally:
+        producer.close()
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], KafkaException)
+    assert errors[1].args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def test_without_a_broker_each_record_times_out_instead_of_waiting_forever(base_settings):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = base_settings.replace(kafka_bootstrap_servers=f"127.0.0.1:{port}")
+    producer = OutputProducer(worker_output_config(settings, delivery_timeout_s=0.5))
+    try:
+        errors = asyncio.run(asyncio.wait_for(producer.deliver([("t", b"k", b"1"), ("t", b"k", b"2")]), timeout=20))
+    finally:
+        assert producer.close(timeout_s=1) == 0  # timed-out records are no longer outstanding
+    assert [e.code() for e in errors] == [KafkaError._MSG_TIMED_OUT] * 2
