@@ -2,9 +2,11 @@
 
     python -m bench.e2e_bench --model ARTIFACT [--rates 20,40] [--seconds 20] [--budget-ms 200]
 
-First an untimed warm-up burst (``--warmup-frames``): the worker's first batches and a fresh broker JVM are slower
-than a running line's, and the broker is started fresh for each benchmark. Each timed round starts once the worker,
-the broker and the bench are idle (``settle``: what a burst leaves behind is not the next round's latency).
+First an untimed warm-up (bursts of ``--warmup-chunk`` frames): the worker's first batches and a fresh broker JVM are
+slower than a running line's, and the broker is started fresh for each benchmark. The warm-up goes on until the
+broker's JIT compilers have settled (see :func:`warm_up`), between ``--warmup-frames`` and ``--warmup-max-frames``.
+Each timed round starts once the worker, the broker and the bench are idle (``settle``: what a burst leaves behind
+is not the next round's latency).
 For each fixed frame rate: capture-to-gate latency p50/p95/p99 over every frame and the deadline misses at
 ``--budget-ms``. Then the maximum sustained rate: a burst sent as fast as the camera can, measured as completed
 verdicts per second once the pipeline is saturated. Beside it, in the same run and with the same threads, the
@@ -65,8 +67,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--warmup-frames",
         type=int,
         default=6000,
-        help="frames sent as fast as possible before anything is timed, so the broker's JVM has compiled its hot "
-        "paths, as in a broker that has been running (default: 6000)",
+        help="at least this many frames sent as fast as possible before anything is timed (default: 6000)",
+    )
+    p.add_argument(
+        "--warmup-max-frames",
+        type=int,
+        default=45000,
+        help="at most this many warm-up frames, settled or not (default: 45000)",
+    )
+    p.add_argument(
+        "--warmup-chunk",
+        type=int,
+        default=3000,
+        help="warm-up frames per burst; the broker's JIT share is checked after each (default: 3000)",
     )
     p.add_argument("--budget-ms", type=float, default=200.0, help="capture-to-gate deadline budget (default: 200)")
     p.add_argument("--width", type=int, default=640, help="frame width (default: 640)")
@@ -180,6 +193,64 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc), to show who uses the cores during a run."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# The warm-up ends once the local broker's JIT compiler threads used less than this share of its CPU during a burst.
+JIT_SETTLED_SHARE = 0.10
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")  # HotSpot's names, cut to 15 characters by Linux
+
+
+def jit_seconds(pid: int) -> float:
+    """CPU time so far of a HotSpot JVM's JIT compiler threads (Linux /proc)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if not (task / "comm").read_text().startswith(JIT_THREADS):
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def warm_up(
+    settings: Settings,
+    frames: list[bytes],
+    pids: dict[str, int],
+    broker_pid: int | None,
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """Bursts of ``args.warmup_chunk`` frames, untimed, until at least ``args.warmup_frames`` were sent and the
+    local broker's JIT compilers used under JIT_SETTLED_SHARE of its CPU in the last burst, or
+    ``args.warmup_max_frames`` were sent. A broker that has run for a while has compiled its hot paths; a fresh one
+    keeps compiling for ~20,000 frames here (its JIT threads: 0.2-0.5 CPU-ms per frame after 6,000 frames, under
+    0.1 after ~20,000, against 0.4-0.6 for the rest of the broker), so a shorter warm-up times the JVM's start-up
+    instead of the pipeline. With an external cluster (no local broker) only the minimum is sent. Returns one entry
+    per burst: CPU-ms per frame of each process and the broker's JIT share."""
+    trace: list[dict[str, Any]] = []
+    sent = 0
+    while sent < args.warmup_max_frames:
+        jit_before = jit_seconds(broker_pid) if broker_pid else 0.0
+        row = run_rate(settings, frames, None, args.warmup_chunk, f"warmup{len(trace)}", pids)
+        sent += args.warmup_chunk
+        entry: dict[str, Any] = {
+            "frames": args.warmup_chunk,
+            "sustained_fps": round(row["sustained_fps"], 1),
+            "cpu_ms_per_frame": {name: round(cpu * 1000 / args.warmup_chunk, 3) for name, cpu in row["cpu_s"].items()},
+        }
+        if broker_pid:
+            broker_cpu = row["cpu_s"].get("kafka broker", 0.0)
+            entry["broker_jit_share"] = (
+                round((jit_seconds(broker_pid) - jit_before) / broker_cpu, 3) if broker_cpu else 0.0
+            )
+        trace.append(entry)
+        print(f"warm-up burst {len(trace)}: {json.dumps(entry)}", flush=True)
+        if sent >= args.warmup_frames and (not broker_pid or entry["broker_jit_share"] < JIT_SETTLED_SHARE):
+            break
+    else:
+        print(f"warning: the broker's JIT had not settled after {sent} warm-up frames", flush=True)
+    return trace
 
 
 def settle(pids: dict[str, int], busy_share: float = 0.1, timeout_s: float = 60.0) -> float:
@@ -325,12 +396,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         log_path = settings.cache_dir / "run" / f"e2e-worker-{run}.log"
         with WorkerProcess(settings, log_path) as worker:
             worker.wait_ready()
-            # First batches pay for allocations and connections, and a fresh broker JVM costs ~3x the CPU per frame
-            # of a warm one (measured here, bursts of 1500: 4.4, 2.9, 1.5, 1.3, 1.2 CPU-ms per frame).
-            run_rate(settings, frames, None, args.warmup_frames, "warmup")
             pids = {"worker": worker.proc.pid, "bench (camera, gate, reader)": os.getpid()}
             if cluster.local is not None:
                 pids["kafka broker"] = cluster.local.pid
+            warmup = warm_up(settings, frames, pids, cluster.local.pid if cluster.local else None, args)
             for fps in [float(r) for r in args.rates.split(",") if r.strip()]:
                 waited = settle(pids)
                 row = run_rate(settings, frames, fps, int(fps * args.seconds), f"rate{fps:g}")
@@ -366,6 +435,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "stats_windows_s",
             )
         },
+        "warmup": warmup,
         "bare": bare,
         "fixed_rates": rows,
         "max_rate": burst,

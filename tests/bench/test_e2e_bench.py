@@ -1,6 +1,6 @@
 import pytest
 
-from bench.e2e_bench import cpu_ceiling, get_args_parser, worker_settings
+from bench.e2e_bench import cpu_ceiling, cpu_seconds, get_args_parser, jit_seconds, worker_settings
 from streams.inspection import FrameInspector
 from streams.kafka import topics
 from streams.settings import Settings
@@ -31,3 +31,12 @@ def test_bench_worker_sends_every_frame_to_the_gate_and_samples_none(level, tmp_
     roles = sorted(o.role for o in outgoing)
     assert roles == sorted([topics.RESULTS, topics.REJECT_COMMANDS])  # a command for every frame, no sample
     assert [o.record.decision for o in outgoing if o.role == topics.RESULTS] == ["review"]
+
+
+def test_jit_seconds_finds_the_brokers_compiler_threads(kafka):
+    if kafka.local is None:
+        pytest.skip("an external cluster has no local JVM to look at")
+    # A broker that has started has compiled its start-up paths: its compiler threads have used some CPU, and
+    # never more than the whole process.
+    jit = jit_seconds(kafka.local.pid)
+    assert 0 < jit <= cpu_seconds(kafka.local.pid)
