@@ -53,6 +53,8 @@ OUTPUT_ROLES = (
 )
 # How long a batch's records may stay undeliverable before the worker gives up (and exits without acking).
 DELIVERY_DEADLINE_S = 120.0
+# One line-stats record may keep the publishing timer this long; it is published again next round.
+LINE_STATS_PUBLISH_TIMEOUT_S = 10.0
 # The line-stats agent's batches: up to this many results and dead letters, or what came within this time. Well
 # inside stats_grace_s, so a window's last records are in its table before the window is published (a window
 # published early is published again with them).
@@ -93,6 +95,11 @@ def load_engine(settings: Settings) -> InferenceEngine:
     return engine
 
 
+def output_producer(settings: Settings) -> OutputProducer:
+    # librdkafka gives up a little before the worker does, so its own reason is logged before the exit.
+    return OutputProducer(worker_output_config(settings, DELIVERY_DEADLINE_S - 10.0))
+
+
 def model_fingerprint(path: Path | None) -> str | None:
     """Cheap identity of what is at the model path: changes when a new artifact or checkpoint is put there."""
     if path is None:
@@ -120,7 +127,7 @@ def create_app(
     inspector = FrameInspector.from_settings(engine, settings)
     metrics = metrics or WorkerMetrics()
     metrics.serving(engine)
-    producer = producer or OutputProducer(worker_output_config(settings, DELIVERY_DEADLINE_S))
+    producer = producer or output_producer(settings)
     windows = stats.parse_windows(settings.stats_windows_s)
     datadir = settings.cache_dir / "worker" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
@@ -184,8 +191,9 @@ def create_app(
         """Send every record and wait until Kafka has it; the caller acks the batch only after this returns.
 
         Reject commands go first: if anything goes wrong afterwards, the gate has already been told. librdkafka
-        retries on its own (idempotent: a retry never repeats a record) for up to DELIVERY_DEADLINE_S; records it
-        reports as failed before then are sent again. If Kafka has not acknowledged every record by the deadline
+        retries on its own (idempotent: its retries do not repeat records) for most of DELIVERY_DEADLINE_S; records
+        it reports as failed are sent again (which can repeat one that was stored after all: consumers de-duplicate
+        by part id). If Kafka has not acknowledged every record by the deadline, or the producer failed for good,
         the process exits hard, so the batch is never acked: a restarted worker inspects it again rather than
         losing it."""
         pending = sorted(outgoing, key=lambda o: o.role != topics.REJECT_COMMANDS)
@@ -343,7 +351,13 @@ def create_app(
                 if start + w + settings.stats_grace_s > now or published.get((w, key)) == value["frames"]:
                     continue
                 record = stats.to_record(line, w, start, value)
-                (error,) = await producer.deliver([(output_topics[topics.LINE_STATS], line.encode(), record.to_json())])
+                try:
+                    (error,) = await asyncio.wait_for(
+                        producer.deliver([(output_topics[topics.LINE_STATS], line.encode(), record.to_json())]),
+                        timeout=LINE_STATS_PUBLISH_TIMEOUT_S,
+                    )
+                except TimeoutError:
+                    error = TimeoutError("no acknowledgement from Kafka in time")
                 if error is not None:  # the next round publishes it again
                     log.warning("line-stats: window %s of line %s not published: %s", start, line, error)
                     continue
@@ -496,13 +510,13 @@ def run_worker(settings: Settings) -> None:
     acked before Faust's final commit)."""
     metrics = WorkerMetrics()
     gc_watch = GCPauseWatch(metrics.observe_gc_pause)
-    producer = OutputProducer(worker_output_config(settings, DELIVERY_DEADLINE_S))
-    app = create_app(settings, metrics=metrics, gc_watch=gc_watch, producer=producer)
-    # Now torch, OpenVINO, Faust and the model are loaded: nearly every long-lived object exists (see gc_pauses).
-    freeze_startup_objects()
-    gc_watch.install()
-    worker = faust.Worker(app, loglevel=settings.log_level, workdir=str(settings.cache_dir))
+    producer = output_producer(settings)
     try:
+        app = create_app(settings, metrics=metrics, gc_watch=gc_watch, producer=producer)
+        # Now torch, OpenVINO, Faust and the model are loaded: nearly every long-lived object exists (see gc_pauses).
+        freeze_startup_objects()
+        gc_watch.install()
+        worker = faust.Worker(app, loglevel=settings.log_level, workdir=str(settings.cache_dir))
         worker.execute_from_commandline()
     finally:
         # Every batch was acked only after its records were delivered; this only waits for line-stats publishes.

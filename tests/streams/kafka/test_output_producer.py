@@ -1,17 +1,19 @@
 import asyncio
 import socket
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import KafkaError, KafkaException
 
 from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES, worker_output_config
-from streams.kafka.output_producer import OutputProducer
+from streams.kafka.output_producer import OutputProducer, ProducerFailed
 from streams.kafka.reader import TopicReader
 
 
 def _deliver(producer: OutputProducer, records: list[tuple[str, bytes, bytes]]) -> list:
-    return asyncio.run(producer.deliver(records))
+    # Bounded: a producer that stopped serving delivery reports fails the test instead of hanging it.
+    return asyncio.run(asyncio.wait_for(producer.deliver(records), timeout=30))
 
 
 def test_every_record_is_acknowledged_in_order_on_the_partition_a_java_client_would_choose(kafka_settings):
@@ -64,3 +66,27 @@ def test_without_a_broker_each_record_times_out_instead_of_waiting_forever(base_
     finally:
         assert producer.close(timeout_s=1) == 0  # timed-out records are no longer outstanding
     assert [e.code() for e in errors] == [KafkaError._MSG_TIMED_OUT] * 2
+
+
+def test_reports_of_a_batch_nobody_waits_for_any_more_do_not_stop_later_batches(kafka_settings):
+    topic = kafka_settings.topic(topics.RESULTS)
+    producer = OutputProducer(worker_output_config(kafka_settings, delivery_timeout_s=30))
+    try:
+        with pytest.raises(TimeoutError):  # given up on at once; its reports arrive after this loop is closed
+            asyncio.run(asyncio.wait_for(producer.deliver([(topic, b"k", b"abandoned")]), timeout=0.0001))
+        assert _deliver(producer, [(topic, b"k", b"next")]) == [None]
+    finally:
+        assert producer.close() == 0
+
+
+def test_after_a_fatal_error_deliver_refuses_instead_of_retrying_a_dead_producer(kafka_settings):
+    topic = kafka_settings.topic(topics.RESULTS)
+    producer = OutputProducer(worker_output_config(kafka_settings, delivery_timeout_s=30))
+    try:
+        assert _deliver(producer, [(topic, b"k", b"before")]) == [None]
+        # What librdkafka's error callback receives when, e.g., the idempotent producer's state is lost.
+        producer._on_error(KafkaError(KafkaError._FATAL, "idempotence state lost", fatal=True))
+        with pytest.raises(ProducerFailed, match="idempotence state lost"):
+            _deliver(producer, [(topic, b"k", b"after")])
+    finally:
+        producer.close()
