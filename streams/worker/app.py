@@ -16,6 +16,7 @@ InspectionResult JSON out, nothing published), ``POST /reload`` (swap in the mod
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -37,6 +38,7 @@ from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_cred
 from streams.kafka.output_producer import OutputProducer
 from streams.settings import Settings
 from streams.worker import faust_fixes, fetch_watch, stats
+from streams.worker.delivery import DELIVERY_DEADLINE_S, deliver_outputs
 from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from streams.worker.pipeline import BatchPipeline
@@ -51,8 +53,6 @@ OUTPUT_ROLES = (
     topics.RETRAINING_SAMPLES,
     topics.LINE_STATS,
 )
-# How long a batch's records may stay undeliverable before the worker gives up (and exits without acking).
-DELIVERY_DEADLINE_S = 120.0
 # One line-stats record may keep the publishing timer this long; it is published again next round.
 LINE_STATS_PUBLISH_TIMEOUT_S = 10.0
 # The line-stats agent's batches: up to this many results and dead letters, or what came within this time. Well
@@ -187,43 +187,7 @@ def create_app(
     reload_lock = asyncio.Lock()
     model_state = {"fingerprint": model_fingerprint(settings.model_path), "failed": None}
 
-    async def deliver(outgoing: list[Outgoing]) -> None:
-        """Send every record and wait until Kafka has it; the caller acks the batch only after this returns.
-
-        Reject commands go first: if anything goes wrong afterwards, the gate has already been told. librdkafka
-        retries on its own (idempotent: its retries do not repeat records) for most of DELIVERY_DEADLINE_S; records
-        it reports as failed are sent again (which can repeat one that was stored after all: consumers de-duplicate
-        by part id). If Kafka has not acknowledged every record by the deadline, or the producer failed for good,
-        the process exits hard, so the batch is never acked: a restarted worker inspects it again rather than
-        losing it."""
-        pending = sorted(outgoing, key=lambda o: o.role != topics.REJECT_COMMANDS)
-        deadline = time.monotonic() + DELIVERY_DEADLINE_S
-        backoff = 0.1
-        while pending:
-            try:
-                errors = await asyncio.wait_for(
-                    producer.deliver([(output_topics[o.role], o.key, o.value) for o in pending]),
-                    timeout=max(deadline - time.monotonic(), 1.0),
-                )
-            except TimeoutError:
-                errors = [TimeoutError("no acknowledgement from Kafka in time")] * len(pending)
-            failed = [o for o, error in zip(pending, errors, strict=True) if error is not None]
-            if not failed:
-                return
-            if time.monotonic() > deadline:
-                log.critical(
-                    "%d records undeliverable for %.0fs; exiting without acking the batch",
-                    len(failed),
-                    DELIVERY_DEADLINE_S,
-                )
-                os._exit(70)
-            first = next(error for error in errors if error is not None)
-            log.warning(
-                "%d of %d records not delivered (%s); retrying in %.1fs", len(failed), len(pending), first, backoff
-            )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-            pending = failed
+    deliver = functools.partial(deliver_outputs, producer, output_topics)
 
     # What the agents hold (stream queues, batches in flight): the fetch watchdog tells a worker waiting for input
     # from a busy one by them.
