@@ -164,7 +164,8 @@ def worker_output_config(settings: Settings, delivery_timeout_s: float) -> dict[
         # land on the partitions any Kafka client, or a worker of an earlier version, would put them on (the
         # line-stats tables are partitioned the same way).
         partitioner="murmur2_random",
-        # librdkafka retries until then; the worker gives up on the batch (unacked) at the same time.
+        # How long librdkafka retries a record before reporting it failed; the worker passes a little less than its
+        # own delivery deadline, after which it gives up on the batch (unacked).
         **{"message.timeout.ms": int(delivery_timeout_s * 1000)},
     )
 

@@ -117,17 +117,17 @@ def create_app(
     engine: InferenceEngine | None = None,
     metrics: WorkerMetrics | None = None,
     gc_watch: GCPauseWatch | None = None,
-    producer: OutputProducer | None = None,
+    *,
+    producer: OutputProducer,
 ) -> faust.App:
     """Build the worker app. The engine is loaded once per process, here, before any frame arrives. ``producer``
-    publishes the outputs (default: one from the settings; the caller closes it after the app has stopped)."""
+    publishes the outputs; the caller closes it once the app has stopped (see :func:`run_worker`)."""
     check_pipeline_limits(settings)
     faust_fixes.install()
     engine = engine or load_engine(settings)
     inspector = FrameInspector.from_settings(engine, settings)
     metrics = metrics or WorkerMetrics()
     metrics.serving(engine)
-    producer = producer or output_producer(settings)
     windows = stats.parse_windows(settings.stats_windows_s)
     datadir = settings.cache_dir / "worker" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
