@@ -177,8 +177,12 @@ def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str
         "group.id": group_id,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": True,
-        # Return as soon as one record is there; the default 500 ms would sit on the reject path.
-        "fetch.wait.max.ms": 10,
+        # Long poll: the broker answers a fetch as soon as one byte is there (fetch.min.bytes=1), so the wait bounds
+        # only empty fetches. 10 ms made each idle consumer ask ~100 times a second: three idle ones cost the local
+        # broker ~7% of a core more than at 500 ms, at no gain in latency (produce -> consume at 40 records/s,
+        # 2 x 200 records each: p99 5.3-7.4 ms at 10 ms, 4.7-6.2 ms at 500 ms).
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 500,
         "fetch.max.bytes": MAX_MESSAGE_BYTES * 2,
         "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
         "session.timeout.ms": 10000,
