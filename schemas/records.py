@@ -135,6 +135,20 @@ class LineStats(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LineCounts(Record):
+    """Internal: one line's counts in one inspected batch, for the line-stats tables (see its schema)."""
+
+    kind: ClassVar[str] = "line_counts"
+    line_id: str
+    frames: int
+    by_decision: dict[str, int] = field(default_factory=dict)
+    by_class: dict[str, int] = field(default_factory=dict)
+    unreadable: int = 0
+    late: int = 0
+    latency_buckets: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RetrainingSample(Record):
     kind: ClassVar[str] = "retraining_sample"
     part_id: str
@@ -156,5 +170,5 @@ class RetrainingSample(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
-    cls.kind: cls for cls in (InspectionResult, RejectCommand, DeadLetter, LineStats, RetrainingSample)
+    cls.kind: cls for cls in (InspectionResult, RejectCommand, DeadLetter, LineStats, LineCounts, RetrainingSample)
 }

@@ -281,7 +281,8 @@ class FrameInspector:
             worker_id=self.worker_id,
             decided_ts_ns=now_ns,
         )
-        # Results keyed by line: the line-stats agent reads them co-partitioned with its per-line table.
+        # Results keyed by line: one line's results stay in order on one partition (the worker's line counts are
+        # keyed the same way, streams.worker.app).
         out = [Outgoing(topics.RESULTS, meta.line_id.encode(), result)]
         if decision != PASS:
             out.append(
@@ -388,7 +389,7 @@ class FrameInspector:
         capture_ts_ns = _int_or(frame.headers.get(frame_schema.CAPTURE_TS_NS), frame.received_ts_ns)
         header_deadline = _int_or(frame.headers.get(frame_schema.GATE_DEADLINE_TS_NS), None)
         return [
-            # Keyed by line like the results: the line-stats agent counts unreadable frames per line.
+            # Keyed by line like the results (the worker's line counts take the line from this key).
             Outgoing(topics.DEAD_LETTERS, line_id.encode(), letter),
             self._command(
                 part_id,

@@ -34,6 +34,7 @@ FRAMES = "frames"
 RESULTS = "inspection-results"
 REJECT_COMMANDS = "reject-commands"
 LINE_STATS = "line-stats"
+LINE_COUNTS = "line-counts"
 RETRAINING_SAMPLES = "retraining-samples"
 DEAD_LETTERS = "dead-letters"
 
@@ -68,6 +69,14 @@ TOPICS: tuple[TopicSpec, ...] = (
         purpose="windowed per-line statistics for dashboards",
     ),
     TopicSpec(
+        LINE_COUNTS,
+        # Keyed by line id and partitioned like the line-stats tables (their changelogs): each worker's line-stats
+        # agent adds up the counts of the lines on its partitions. Kept as long as the table changelogs.
+        partitions=6,
+        config={"retention.ms": str(DAY_MS)},
+        purpose="internal: one line's counts per inspected batch, for the line-stats tables",
+    ),
+    TopicSpec(
         RETRAINING_SAMPLES,
         partitions=3,
         config={**_large, "retention.ms": str(14 * DAY_MS)},
@@ -75,7 +84,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         DEAD_LETTERS,
-        # Same partitions and key (line id) as the results: the line-stats agent reads both co-partitioned.
+        # Keyed by line id, like the results.
         partitions=6,
         config={**_large, "retention.ms": str(14 * DAY_MS)},
         purpose="frames that could not be processed, with the reason",
@@ -93,10 +102,10 @@ def topic_spec(role: str) -> TopicSpec:
 def changelog_topics(settings: Settings) -> list[tuple[str, TopicSpec]]:
     """The changelog topics of the worker's line-stats tables (Faust names them ``<app id>-<table>-changelog``).
 
-    Declared here because workers never create topics; partitions match the results topic the tables read."""
+    Declared here because workers never create topics; partitions match the line-counts topic the tables read."""
     spec = TopicSpec(
         "changelog",
-        partitions=topic_spec(RESULTS).partitions,
+        partitions=topic_spec(LINE_COUNTS).partitions,
         # Windowed state: compacted per key, and old windows deleted after a day.
         config={"cleanup.policy": "compact,delete", "retention.ms": str(DAY_MS)},
         purpose="line-stats table changelog",

@@ -2,16 +2,19 @@
 store them (its changelog serializes values as JSON) and tests can check them without Kafka.
 
 Latency percentiles come from log-spaced buckets (5% wide): mergeable, a few dozen integers per window instead of
-every sample. Mergeable counts are also what lets the line-stats agent write its tables once per batch of records
-(:func:`merge`) rather than once per frame: every table write is a changelog record in Kafka.
+every sample. Mergeable counts are what lets the inspection agent send one :class:`LineCounts` per line and batch
+(:func:`line_counts`) instead of the line-stats agent reading every result back, and what lets the line-stats agent
+write its tables once per batch of those (:func:`merge`) rather than once per frame: every table write is a
+changelog record in Kafka.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
-from schemas.records import DeadLetter, InspectionResult, LineStats
+from schemas.records import DeadLetter, InspectionResult, LineCounts, LineStats
 
 _BUCKET_RATIO = 1.05
 _MIN_MS = 0.1
@@ -55,6 +58,19 @@ def count(window: dict[str, Any], record: InspectionResult | DeadLetter) -> None
     _increment(window["by_class"], record.label, 1)
     window["late"] += int(record.late)
     _increment(window["latency_buckets"], _bucket(record.timings_ms["total_since_capture"]), 1)
+
+
+def line_counts(records: Iterable[tuple[str, InspectionResult | DeadLetter]]) -> list[LineCounts]:
+    """A batch's ``(line id, result or dead letter)`` pairs counted per line: one record per line in the batch."""
+    by_line: dict[str, dict[str, Any]] = {}
+    for line_id, record in records:
+        count(by_line.setdefault(line_id, empty()), record)
+    return [LineCounts(line_id=line_id, **counts) for line_id, counts in by_line.items()]
+
+
+def counts_of(record: LineCounts) -> dict[str, Any]:
+    """The counts a :class:`LineCounts` carries, as :func:`merge` takes them."""
+    return {key: getattr(record, key) for key in empty()}
 
 
 def merge(window: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:

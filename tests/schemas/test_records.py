@@ -8,6 +8,7 @@ from schemas.records import (
     RECORD_TYPES,
     DeadLetter,
     InspectionResult,
+    LineCounts,
     LineStats,
     RejectCommand,
     RetrainingSample,
@@ -83,6 +84,15 @@ EXAMPLES = {
         defect_rate=1 / 3,
         latency_p50_ms=20.0,
         latency_p95_ms=40.0,
+    ),
+    "line_counts": LineCounts(
+        line_id="l",
+        frames=3,
+        by_decision={"pass": 1, "reject": 1},
+        by_class={"ok": 1, "scratch": 1},
+        unreadable=1,
+        late=1,
+        latency_buckets={"0": 1, "64": 1},
     ),
     "retraining_sample": RetrainingSample(
         part_id="p",

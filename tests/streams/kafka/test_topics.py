@@ -17,6 +17,7 @@ def test_every_role_is_declared_once():
             "inspection-results",
             "reject-commands",
             "line-stats",
+            "line-counts",
             "retraining-samples",
             "dead-letters",
         }

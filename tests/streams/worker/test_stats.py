@@ -1,6 +1,6 @@
 import pytest
 
-from schemas.records import DeadLetter, InspectionResult
+from schemas.records import DeadLetter, InspectionResult, LineCounts, SchemaError
 from streams.worker import stats
 from tests.schemas.test_records import EXAMPLES
 from tests.schemas.test_records import _result as result_record
@@ -77,3 +77,32 @@ def test_a_batch_counted_apart_and_merged_equals_adding_record_by_record():
         one_by_one = stats.merge(one_by_one, _counts([record]))
     assert stats.merge(stored, _counts(batch)) == one_by_one == _counts(earlier + batch)
     assert stats.merge(stats.empty(), stats.empty()) == stats.empty()
+
+
+def test_line_counts_split_a_batch_by_line_and_add_up_to_counting_it_whole():
+    line_a = [_result(), _result("reject", "scratch", late=True, total_ms=120.0), _dead_letter()]
+    line_b = [_result("review", "dent", total_ms=8.0), _dead_letter()]
+    batch = [("a", r) for r in line_a[:2]] + [("b", line_b[0]), ("a", line_a[2]), ("b", line_b[1])]
+    counted = {c.line_id: c for c in stats.line_counts(batch)}
+    assert sorted(counted) == ["a", "b"]
+    assert stats.counts_of(counted["a"]) == _counts(line_a)
+    assert stats.counts_of(counted["b"]) == _counts(line_b)
+    # What the line-stats agent does with them: merged, they are the batch counted in one go.
+    merged = stats.merge(stats.counts_of(counted["a"]), stats.counts_of(counted["b"]))
+    assert merged == _counts(line_a + line_b)
+    assert stats.line_counts([]) == []
+
+
+def test_line_counts_survive_their_wire_format():
+    (counted,) = stats.line_counts(
+        [("line-1", _result("reject", "scratch", total_ms=33.0)), ("line-1", _dead_letter())]
+    )
+    again = LineCounts.from_json(counted.to_json())
+    assert again == counted
+    assert stats.counts_of(again)["frames"] == 2 and stats.counts_of(again)["unreadable"] == 1
+
+
+def test_line_counts_with_a_bucket_that_is_not_an_index_are_refused():
+    data = {**stats.line_counts([("l", _result())])[0].to_dict(), "latency_buckets": {"ten": 1}}
+    with pytest.raises(SchemaError, match="ten"):
+        LineCounts.from_dict(data)
