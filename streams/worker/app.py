@@ -30,7 +30,7 @@ import torch
 from models import engines
 from models.engines.base import InferenceEngine
 from schemas import frame as frame_schema
-from schemas.records import DeadLetter, InspectionResult, LineCounts, SchemaError
+from schemas.records import DeadLetter, InspectionResult, LineCounts, LineStats, SchemaError
 from streams import late_log
 from streams.inspection import FrameInspector, IncomingFrame, Outgoing
 from streams.kafka import topics
@@ -43,6 +43,7 @@ from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from streams.worker.pipeline import BatchPipeline
 from streams.worker.stages import InspectionStages
+from streams.worker.stats_publisher import ClosedWindowPublisher
 
 log = logging.getLogger(__name__)
 
@@ -313,33 +314,23 @@ def create_app(
             )
             return None
 
-    published: dict[tuple[float, object], int] = {}
+    async def publish_window(line_id: str, record: LineStats) -> BaseException | object | None:
+        try:
+            (error,) = await asyncio.wait_for(
+                producer.deliver([(output_topics[topics.LINE_STATS], line_id.encode(), record.to_json())]),
+                timeout=LINE_STATS_PUBLISH_TIMEOUT_S,
+            )
+        except TimeoutError:
+            error = TimeoutError("no acknowledgement from Kafka in time")
+        return error
+
+    window_publisher = ClosedWindowPublisher(settings.stats_grace_s, publish_window)
 
     @app.timer(interval=1.0)
     async def publish_line_stats() -> None:
-        """Publish each closed window once (again if late records changed it: readers keep the latest per window)."""
-        now = time.time()
-        live = set()
-        for w, table in tables.items():
-            for key, value in list(table.table.data.items()):
-                line, (start, _end) = key
-                live.add((w, key))
-                if start + w + settings.stats_grace_s > now or published.get((w, key)) == value["frames"]:
-                    continue
-                record = stats.to_record(line, w, start, value)
-                try:
-                    (error,) = await asyncio.wait_for(
-                        producer.deliver([(output_topics[topics.LINE_STATS], line.encode(), record.to_json())]),
-                        timeout=LINE_STATS_PUBLISH_TIMEOUT_S,
-                    )
-                except TimeoutError:
-                    error = TimeoutError("no acknowledgement from Kafka in time")
-                if error is not None:  # the next round publishes it again
-                    log.warning("line-stats: window %s of line %s not published: %s", start, line, error)
-                    continue
-                published[(w, key)] = value["frames"]
-        for gone in set(published) - live:
-            del published[gone]
+        """Publish each closed window once (again if late counts changed it: readers keep the latest per window)."""
+        entries = [(w, key, value) for w, table in tables.items() for key, value in list(table.table.data.items())]
+        await window_publisher.publish_closed(entries, time.time())
 
     async def reload_model(force: bool = False) -> dict:
         """Load the model at the model path and swap it in between batches; the old one serves until then."""
