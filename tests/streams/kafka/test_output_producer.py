@@ -4,9 +4,10 @@ import socket
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.kafka import topics
-from streams.kafka.config import MAX_MESSAGE_BYTES, worker_output_config
+from streams.kafka.config import MAX_MESSAGE_BYTES, admin_config, worker_output_config
 from streams.kafka.output_producer import OutputProducer, ProducerFailed
 from streams.kafka.reader import TopicReader
 
@@ -53,6 +54,25 @@ def test_a_refused_record_is_reported_and_the_others_are_delivered(kafka_setting
     assert errors[0] is None and errors[2] is None
     assert isinstance(errors[1], KafkaException)
     assert errors[1].args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def test_a_record_the_broker_refuses_is_reported_and_the_producer_goes_on(kafka_settings):
+    # Below the producer's own limit, above the topic's: produce() queues it and the broker refuses it, so the
+    # refusal arrives in the delivery report (a KafkaError, not produce()'s KafkaException). The idempotent producer
+    # must stay usable for the next batch.
+    topic = kafka_settings.topic("small-records")
+    admin = AdminClient(admin_config(kafka_settings))
+    created = admin.create_topics([NewTopic(topic, 1, config={"max.message.bytes": "2048"})])
+    created[topic].result(timeout=30)
+    producer = OutputProducer(worker_output_config(kafka_settings, delivery_timeout_s=30))
+    try:
+        (refused,) = _deliver(producer, [(topic, b"k", b"x" * 8192)])
+        assert _deliver(producer, [(topic, b"k", b"fits")]) == [None]
+    finally:
+        assert producer.close() == 0
+    assert isinstance(refused, KafkaError)
+    assert refused.code() == KafkaError.MSG_SIZE_TOO_LARGE
+    assert producer.fatal is None
 
 
 def test_without_a_broker_each_record_times_out_instead_of_waiting_forever(base_settings):
