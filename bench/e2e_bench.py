@@ -1,6 +1,6 @@
 """End-to-end benchmark: camera -> Kafka -> worker -> gate on the local broker.
 
-    python -m bench.e2e_bench --model ARTIFACT [--rates 20,40] [--seconds 20] [--budget-ms 200]
+    python -m bench.e2e_bench --model ARTIFACT [--rates 20,40] [--seconds 20] [--budget-ms 200] [--worker-cores 0]
 
 First an untimed warm-up (bursts of ``--warmup-chunk`` frames): the worker's first batches and a fresh broker JVM are
 slower than a running line's, and the broker is started fresh for each benchmark. The warm-up goes on until the
@@ -20,6 +20,11 @@ and sends a command (the decision policy costs nothing measurable; the point is 
 No frame becomes a retraining sample (``retrain_reviews=False``, no low-confidence or audit sampling): on a line
 only a small share of frames are reviews, and a sample per frame would send every image back to Kafka.
 Frames are synthetic parts rendered at 640x480 and JPEG-encoded at quality 90, sent with the camera gateway.
+
+By default the worker, the broker and the bench's camera, gate and reader share every core, as on a one-box line.
+``--worker-cores`` gives the worker (and the bare engine it is compared with) cores of their own and puts the broker
+and the bench on the others: the worker's own overhead over the bare engine, as on a plant where Kafka runs
+elsewhere.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from itertools import cycle, islice
 from pathlib import Path
 from typing import Any
@@ -85,7 +91,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=640, help="frame width (default: 640)")
     p.add_argument("--height", type=int, default=480, help="frame height (default: 480)")
     p.add_argument("--max-batch", type=int, default=8, help="worker batch size (default: 8)")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="worker inference threads (default: all)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="worker inference threads (default: one per core it may use: all, or --worker-cores)",
+    )
+    p.add_argument(
+        "--worker-cores",
+        default="",
+        help="CPU ids for the worker and the bare engine, e.g. '0'; the broker and the bench's camera, gate and reader "
+        "run on the other cores (default: none; everything shares every core, as on a one-box line)",
+    )
     p.add_argument(
         "--streams",
         type=int,
@@ -106,6 +123,38 @@ def make_frames(width: int, height: int, count: int = 64, seed: int = 0) -> list
         img = synthetic.render(synthetic.CLASSES[i % len(synthetic.CLASSES)], rng, side)[:height, :width]
         frames.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
     return frames
+
+
+def parse_cores(spec: str) -> set[int]:
+    """``"0,2-3"`` -> {0, 2, 3}; empty -> no pinning. Refuses cores this process may not use, and taking them all
+    (the broker and the bench need at least one other)."""
+    cores: set[int] = set()
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        first, _, last = part.partition("-")
+        cores.update(range(int(first), int(last or first) + 1))
+    allowed = os.sched_getaffinity(0)
+    if not cores <= allowed:
+        raise ValueError(
+            f"--worker-cores {spec!r}: cores {sorted(cores - allowed)} not available (have {sorted(allowed)})"
+        )
+    if cores and cores == allowed:
+        raise ValueError(f"--worker-cores {spec!r} leaves no core for the broker and the bench")
+    return cores
+
+
+@contextlib.contextmanager
+def on_cores(cores: set[int]) -> Iterator[None]:
+    """Run the calling thread on ``cores`` (nothing changes for an empty set). Threads and processes it starts
+    meanwhile inherit them: that is how the bare engine, the worker and the broker are placed."""
+    if not cores:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)  # pid 0: the calling thread only
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def bare_throughput(
@@ -378,14 +427,38 @@ def worker_settings(base: Settings, args: argparse.Namespace, engine_classes: li
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    frames = make_frames(args.width, args.height)
-    bare = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames, streams=args.streams)
-    print(f"bare {bare['engine']} at batch {bare['batch']}: {bare['frames_per_s']:.1f} frames/s", flush=True)
-    # The worker overlaps decode and inference (its decode and infer threads): the same without Kafka.
-    overlapped = bare_throughput(
-        args.model, args.engine, args.threads, args.max_batch, frames, overlap_decode=True, streams=args.streams
-    )
-    print(f"bare, decode overlapped with inference: {overlapped['frames_per_s']:.1f} frames/s", flush=True)
+    worker_cores = parse_cores(args.worker_cores)
+    other_cores = os.sched_getaffinity(0) - worker_cores if worker_cores else set()
+    if args.threads is None:
+        args.threads = len(worker_cores) if worker_cores else os.cpu_count()
+    # The bare engine on the cores the worker will have. The frames are made here too: OpenCV starts its thread
+    # pool on first use, and a pool started on every core would decode the bare engine's frames outside them.
+    with on_cores(worker_cores):
+        frames = make_frames(args.width, args.height)
+        bare = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames, streams=args.streams)
+        print(f"bare {bare['engine']} at batch {bare['batch']}: {bare['frames_per_s']:.1f} frames/s", flush=True)
+        # The worker overlaps decode and inference (its decode and infer threads): the same without Kafka.
+        overlapped = bare_throughput(
+            args.model, args.engine, args.threads, args.max_batch, frames, overlap_decode=True, streams=args.streams
+        )
+        print(f"bare, decode overlapped with inference: {overlapped['frames_per_s']:.1f} frames/s", flush=True)
+    for reference in (bare, overlapped):
+        # CPU time / wall time: how many cores the bare engine kept busy; above its cores, threads ran elsewhere.
+        reference["cores_busy"] = round(reference["frames_per_s"] * reference["cpu_ms_per_frame"] / 1000, 2)
+        if worker_cores and reference["cores_busy"] > len(worker_cores) * 1.05:
+            print(f"warning: the bare engine kept {reference['cores_busy']} cores busy, on {len(worker_cores)}")
+    with on_cores(other_cores):  # the broker, and the camera, gate and reader threads started from here
+        return measure_pipeline(args, frames, bare, overlapped, worker_cores, other_cores)
+
+
+def measure_pipeline(
+    args: argparse.Namespace,
+    frames: list[bytes],
+    bare: dict[str, Any],
+    overlapped: dict[str, Any],
+    worker_cores: set[int],
+    other_cores: set[int],
+) -> dict[str, Any]:
     base = Settings.from_env()
     engine_classes = load_engine(args.model, kind=args.engine, threads=1).class_names
     rows = []
@@ -394,7 +467,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         settings = worker_settings(base.replace(kafka_bootstrap_servers=cluster.bootstrap), args, engine_classes, run)
         create_topics(settings)
         log_path = settings.cache_dir / "run" / f"e2e-worker-{run}.log"
-        with WorkerProcess(settings, log_path) as worker:
+        with contextlib.ExitStack() as stack:
+            with on_cores(worker_cores):
+                worker = stack.enter_context(WorkerProcess(settings, log_path))
             worker.wait_ready()
             pids = {"worker": worker.proc.pid, "bench (camera, gate, reader)": os.getpid()}
             if cluster.local is not None:
@@ -417,6 +492,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "model": str(args.model),
         "frame": f"{args.width}x{args.height} JPEG q90 ({statistics.fmean(len(f) for f in frames) / 1024:.0f} KB)",
         "budget_ms": args.budget_ms,
+        # Empty: worker, broker and bench shared every core. Else the worker and the bare engine ran on worker_cores
+        # and the broker and the bench's clients on other_cores.
+        "worker_cores": sorted(worker_cores),
+        "other_cores": sorted(other_cores),
         # What the worker was asked to do: the workload behind every figure below.
         "worker_settings": {
             name: getattr(settings, name)
@@ -442,7 +521,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "max_rate_over_bare": burst["sustained_fps"] / bare["frames_per_s"],
         "bare_overlapped": overlapped,
         "max_rate_over_bare_overlapped": burst["sustained_fps"] / overlapped["frames_per_s"],
-        "cpu_ceiling": cpu_ceiling(bare, burst, os.cpu_count() or 1),
+        # What the shared cores could carry; with the worker on cores of its own, its cores are the limit instead.
+        "cpu_ceiling": None if worker_cores else cpu_ceiling(bare, burst, os.cpu_count() or 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print_table(result)
@@ -453,6 +533,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(result: dict[str, Any]) -> None:
     m = result["machine"]
     print(f"\n{m['cpu']}, {m['threads']} worker threads; {result['frame']}; budget {result['budget_ms']:.0f} ms")
+    if result.get("worker_cores"):
+        print(
+            f"worker and bare engine on cores {result['worker_cores']}, broker and bench clients on "
+            f"{result['other_cores']}"
+        )
     print("| offered rate | frames | capture->gate p50 / p95 / p99 ms | deadline misses | mean batch |")
     print("|---|---|---|---|---|")
     for r in result["fixed_rates"]:

@@ -1,5 +1,9 @@
+import os
+import threading
+
 import pytest
 
+from bench import e2e_bench
 from bench.e2e_bench import cpu_ceiling, cpu_seconds, get_args_parser, jit_seconds, worker_settings
 from streams.inspection import FrameInspector
 from streams.kafka import topics
@@ -40,3 +44,29 @@ def test_jit_seconds_finds_the_brokers_compiler_threads(kafka):
     # never more than the whole process.
     jit = jit_seconds(kafka.local.pid)
     assert 0 < jit <= cpu_seconds(kafka.local.pid)
+
+
+def test_worker_cores_are_parsed_and_checked():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert e2e_bench.parse_cores("") == set()
+    if len(allowed) > 1:
+        assert e2e_bench.parse_cores(f"{allowed[0]}") == {allowed[0]}
+        assert e2e_bench.parse_cores(f" {allowed[0]}-{allowed[0]} ,") == {allowed[0]}
+    with pytest.raises(ValueError, match="not available"):
+        e2e_bench.parse_cores(str(max(allowed) + 1))
+    with pytest.raises(ValueError, match="no core for the broker"):
+        e2e_bench.parse_cores(",".join(map(str, allowed)))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_threads_started_on_worker_cores_stay_there_and_the_caller_gets_its_cores_back():
+    before = os.sched_getaffinity(0)
+    core = {min(before)}
+    seen = []
+    with e2e_bench.on_cores(core):
+        thread = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))
+        thread.start()
+        thread.join()
+        assert os.sched_getaffinity(0) == core
+    assert seen == [core]
+    assert os.sched_getaffinity(0) == before
