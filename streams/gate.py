@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from schemas.records import RejectCommand, SchemaError
 from streams.kafka import topics
-from streams.kafka.config import consumer_config
+from streams.kafka.config import gate_consumer_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class RejectGate:
         self.stale_after_ns = int(settings.gate_stale_after_s * 1e9)
         group = group_id or f"{settings.app_id}-gate-{self.line_id}"
         # Offsets are stored by acknowledge(), not when a message is handed out.
-        self.consumer = Consumer(consumer_config(settings, group, **{"enable.auto.offset.store": False}))
+        self.consumer = Consumer(gate_consumer_config(settings, group))
         self.consumer.subscribe([settings.topic(topics.REJECT_COMMANDS)])
         self.stats = GateStats()
         self.metrics = metrics or GateMetrics()
