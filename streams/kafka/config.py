@@ -195,7 +195,7 @@ def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str
 
 
 # The gate's fetch wait. With 500 ms, `make demo` had the first 3-4 commands of a fresh gate miss their deadline
-# (22-143 ms late, 2 runs of 2; 0 misses in 2 runs at 10 ms): its partitions were assigned one after another while
+# (22-143 ms late, 2 runs of 2; 0 misses in 3 runs at 10 ms): its partitions were assigned one after another while
 # the first fetch was waiting.
 GATE_FETCH_WAIT_MS = 10
 
