@@ -9,9 +9,17 @@ import faust
 import pytest
 from faust.streams import current_event
 from faust.transport.consumer import Consumer
+from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.worker.faust_fixes import FlowWatchdog, as_current_event, fence_seek_to_committed, log_offset_gaps
+from streams.worker.faust_fixes import (
+    BUFFERED_FETCH_WAIT_S,
+    FlowWatchdog,
+    as_current_event,
+    fence_seek_to_committed,
+    log_offset_gaps,
+    refetch_buffered_partitions_promptly,
+)
 
 
 def test_faust_gap_marking_is_logged_and_still_applied(caplog):
@@ -80,3 +88,65 @@ def test_a_table_written_from_a_batch_writes_to_the_partition_of_the_event_made_
             assert table.partition_for_key("line-1") == 1
         assert current_event() is first
     assert current_event() is None
+
+
+FRAMES_0, FRAMES_1, COUNTS_0 = TP("frames", 0), TP("frames", 1), TP("line-counts", 0)
+
+
+def fetching_consumer(assigned: set[TP]) -> tuple[Consumer, list[tuple[set[TP], float]], list[float]]:
+    """A real Faust consumer with its partitions assigned, its broker fetch and its sleep recorded instead of made."""
+    refetch_buffered_partitions_promptly()
+    refetch_buffered_partitions_promptly()  # idempotent
+    app = faust.App("refetch-test", broker="kafka://127.0.0.1:1")  # never started: no broker is contacted
+    consumer = app.consumer
+    consumer.resume_flow()
+    consumer.assignment = lambda: set(assigned)
+    consumer._set_active_tps(assigned)
+    fetches: list[tuple[set[TP], float]] = []
+    sleeps: list[float] = []
+
+    async def getmany(active_partitions, timeout):
+        fetches.append((set(active_partitions), timeout))
+        return {}
+
+    async def sleep(seconds):
+        sleeps.append(seconds)
+
+    consumer._getmany = getmany
+    consumer.sleep = sleep
+    return consumer, fetches, sleeps
+
+
+def test_a_partition_held_back_by_a_full_stream_buffer_is_fetched_again_promptly():
+    """Faust leaves a partition whose stream buffer is under pressure out of its fetches; the fetcher then waits in a
+    fetch of the other partitions for up to the full timeout (1 s), and the agent runs dry long before that. While a
+    partition is held back, a fetch waits only BUFFERED_FETCH_WAIT_S, so it is back in the next fetch that soon after
+    the buffer drains."""
+    consumer, fetches, _ = fetching_consumer({FRAMES_0, FRAMES_1, COUNTS_0})
+    asyncio.run(consumer._wait_next_records(1.0))
+    assert fetches[-1] == ({FRAMES_0, FRAMES_1, COUNTS_0}, 1.0)  # nothing held back: Faust's own wait
+
+    consumer.on_buffer_full(FRAMES_0)  # Faust's backpressure: the frames queue is under pressure
+    asyncio.run(consumer._wait_next_records(1.0))
+    assert fetches[-1] == ({FRAMES_1, COUNTS_0}, BUFFERED_FETCH_WAIT_S)
+
+    consumer.on_buffer_drop(FRAMES_0)  # the queue drained: Faust lets the partition back in
+    asyncio.run(consumer._wait_next_records(1.0))
+    assert fetches[-1] == ({FRAMES_0, FRAMES_1, COUNTS_0}, 1.0)
+
+
+def test_with_every_partition_held_back_the_fetcher_looks_again_after_the_short_wait_not_a_second():
+    consumer, fetches, sleeps = fetching_consumer({FRAMES_0})
+    consumer.on_buffer_full(FRAMES_0)
+    records, active = asyncio.run(consumer._wait_next_records(1.0))
+    assert (records, active, fetches) == ({}, set(), [])  # nothing fetched while Faust holds it back
+    assert sleeps == [BUFFERED_FETCH_WAIT_S]  # Faust's own code sleeps 1 s here
+
+
+def test_a_revoked_partition_left_marked_as_held_back_does_not_shorten_the_wait():
+    """Faust never clears its held-back set on a rebalance: a partition revoked while held back must not make an
+    idle worker poll the broker every few milliseconds from then on."""
+    consumer, fetches, _ = fetching_consumer({FRAMES_0, COUNTS_0})
+    consumer.on_buffer_full(FRAMES_1)  # held back, then revoked: not in the assignment
+    asyncio.run(consumer._wait_next_records(1.0))
+    assert fetches[-1] == ({FRAMES_0, COUNTS_0}, 1.0)
