@@ -38,7 +38,7 @@ from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_cred
 from streams.kafka.output_producer import OutputProducer
 from streams.settings import Settings
 from streams.worker import faust_fixes, fetch_watch, stats
-from streams.worker.delivery import DELIVERY_DEADLINE_S, deliver_outputs
+from streams.worker.delivery import DELIVERY_DEADLINE_S, deliver_outputs, log_dropped
 from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from streams.worker.pipeline import BatchPipeline
@@ -188,7 +188,12 @@ def create_app(
     reload_lock = asyncio.Lock()
     model_state = {"fingerprint": model_fingerprint(settings.model_path), "failed": None}
 
-    deliver = functools.partial(deliver_outputs, producer, output_topics)
+    def dropped(outgoing: Outgoing, reason: str) -> None:
+        # Only retraining samples are ever dropped (delivery.DROPPABLE_ROLES).
+        log_dropped(outgoing, reason)
+        metrics.retraining_samples_dropped.labels(reason).inc()
+
+    deliver = functools.partial(deliver_outputs, producer, output_topics, on_dropped=dropped)
 
     # What the agents hold (stream queues, batches in flight): the fetch watchdog tells a worker waiting for input
     # from a busy one by them.

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from confluent_kafka import KafkaError, KafkaException
+
 from streams.inspection import Outgoing
 from streams.kafka import topics
 
@@ -22,6 +24,41 @@ log = logging.getLogger(__name__)
 DELIVERY_DEADLINE_S = 120.0
 FIRST_RETRY_S = 0.1
 MAX_RETRY_S = 5.0
+# Best-effort outputs: a record of these roles that Kafka refuses for good is dropped (logged and counted) instead of
+# holding the batch, and with it inspection, until the worker gives up. Verdicts, reject commands, dead letters and
+# line counts are never dropped.
+DROPPABLE_ROLES = frozenset({topics.RETRAINING_SAMPLES})
+# Refusals of one record that no retry changes: the record, or the topic's limits, are the problem (e.g. a retraining
+# sample larger than the topic's max.message.bytes). Refusals of a whole topic or cluster (authorization, unknown
+# topic) are not here: those hold every batch, and the worker stops on them.
+PERMANENT_REFUSALS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+
+
+def permanent_refusal(error: BaseException | object | None) -> str | None:
+    """The name of Kafka's error code when ``error`` refuses the record for good, else None."""
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        error = error.args[0]  # refused by the producer itself, before it was sent
+    if isinstance(error, KafkaError) and error.code() in PERMANENT_REFUSALS:
+        return error.name()
+    return None
+
+
+def log_dropped(outgoing: Outgoing, reason: str) -> None:
+    part_id = getattr(outgoing.record, "part_id", None)
+    log.error(
+        "%s record of part %s (%d bytes) dropped: Kafka refuses it for good (%s)",
+        outgoing.role,
+        part_id,
+        len(outgoing.value),
+        reason,
+    )
 
 
 class Producer(Protocol):
@@ -35,6 +72,7 @@ async def deliver_outputs(
     *,
     deadline_s: float = DELIVERY_DEADLINE_S,
     exit: Callable[[int], object] = os._exit,
+    on_dropped: Callable[[Outgoing, str], object] = log_dropped,
 ) -> None:
     """Send every record and wait until Kafka has it; the caller acks the batch only after this returns.
 
@@ -43,7 +81,8 @@ async def deliver_outputs(
     failed are sent again, alone (which can repeat one that was stored after all: consumers de-duplicate by part id).
     If Kafka has not acknowledged every record by the deadline, the process exits hard (``exit(70)``), and if the
     producer failed for good its error propagates: either way the batch is never acked, and a restarted worker
-    inspects it again rather than losing it."""
+    inspects it again rather than losing it. The one exception: a record of a best-effort role (retraining samples)
+    that Kafka refuses for good is handed to ``on_dropped`` with the reason and not sent again."""
     pending = sorted(outgoing, key=lambda o: o.role != topics.REJECT_COMMANDS)
     deadline = time.monotonic() + deadline_s
     backoff = FIRST_RETRY_S
@@ -55,7 +94,14 @@ async def deliver_outputs(
             )
         except TimeoutError:
             errors = [TimeoutError("no acknowledgement from Kafka in time")] * len(pending)
-        failed = [o for o, error in zip(pending, errors, strict=True) if error is not None]
+        failed: list[tuple[Outgoing, BaseException | object]] = []
+        for o, error in zip(pending, errors, strict=True):
+            if error is None:
+                continue
+            if o.role in DROPPABLE_ROLES and (reason := permanent_refusal(error)) is not None:
+                on_dropped(o, reason)
+            else:
+                failed.append((o, error))
         if not failed:
             return
         if time.monotonic() > deadline:
@@ -64,8 +110,9 @@ async def deliver_outputs(
             )
             exit(70)
             return  # only reached when ``exit`` returns (tests)
-        first = next(error for error in errors if error is not None)
-        log.warning("%d of %d records not delivered (%s); retrying in %.1fs", len(failed), len(pending), first, backoff)
+        log.warning(
+            "%d of %d records not delivered (%s); retrying in %.1fs", len(failed), len(pending), failed[0][1], backoff
+        )
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, MAX_RETRY_S)
-        pending = failed
+        pending = [o for o, _error in failed]

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from confluent_kafka import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from models.engines.base import InferenceEngine
 from schemas.frame import LINE_ID
 from schemas.records import DeadLetter, InspectionResult, RejectCommand, RetrainingSample
 from streams.inspection import UNKNOWN_LINE, Outgoing
+from streams.worker.delivery import PERMANENT_REFUSALS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
@@ -59,10 +61,20 @@ class WorkerMetrics:
         )
         self.retraining_samples = Counter(
             "defectstream_retraining_samples_total",
-            "Retraining samples published, by selection reason",
+            "Retraining samples selected and sent, by selection reason (those Kafka refused for good are also "
+            "counted in defectstream_retraining_samples_dropped_total)",
             ["reason"],
             registry=r,
         )
+        self.retraining_samples_dropped = Counter(
+            "defectstream_retraining_samples_dropped_total",
+            "Retraining samples Kafka refused for good (e.g. larger than the topic's max.message.bytes), dropped so "
+            "that inspection goes on, by Kafka error",
+            ["reason"],
+            registry=r,
+        )
+        for code in sorted(PERMANENT_REFUSALS):  # at 0 from the start, so the first drop is an increase
+            self.retraining_samples_dropped.labels(KafkaError(code).name())
         self.batch_size = Histogram(
             "defectstream_batch_size", "Frames per inference batch", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
         )

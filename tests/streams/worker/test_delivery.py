@@ -5,18 +5,25 @@ import asyncio
 import logging
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
+from schemas.records import RetrainingSample
+from streams.inspection import Outgoing
 from streams.kafka import topics
 from streams.kafka.output_producer import ProducerFailed
 from streams.worker.delivery import deliver_outputs
 from tests.streams.test_inspection import _frame, _inspector, _jpeg
 
-TOPICS = {role: f"t.{role}" for role in (topics.RESULTS, topics.REJECT_COMMANDS, topics.DEAD_LETTERS)}
+TOPICS = {
+    role: f"t.{role}"
+    for role in (topics.RESULTS, topics.REJECT_COMMANDS, topics.DEAD_LETTERS, topics.RETRAINING_SAMPLES)
+}
 
 
 class ScriptedProducer:
-    """Each deliver() call takes the next script entry: the values to refuse, or an exception to raise, or "hang"
-    (never answer). Past the script every record is accepted."""
+    """Each deliver() call takes the next script entry: the values to refuse (a set, refused with a RuntimeError, or a
+    dict of value -> the error), or an exception to raise, or "hang" (never answer). Past the script every record is
+    accepted."""
 
     def __init__(self, *script):
         self.script = list(script)
@@ -29,6 +36,8 @@ class ScriptedProducer:
             raise step
         if step == "hang":
             await asyncio.Event().wait()
+        if isinstance(step, dict):
+            return [step.get(value) for _topic, _key, value in records]
         return [RuntimeError("refused") if value in step else None for _topic, _key, value in records]
 
 
@@ -37,6 +46,24 @@ def _outgoing():
     outgoing = _inspector().inspect([_frame("p1", _jpeg(30)), _frame("p2", _jpeg(30), offset=1)])
     assert sorted(o.role for o in outgoing) == sorted([topics.RESULTS] * 2 + [topics.REJECT_COMMANDS] * 2)
     return outgoing
+
+
+def _sample(part_id: str) -> Outgoing:
+    record = RetrainingSample(
+        part_id=part_id,
+        line_id="line-1",
+        camera_id="cam-1",
+        capture_ts_ns=1,
+        content_type="image/jpeg",
+        image_b64="YWJj",
+        model_version="v1",
+        label="scratch",
+        confidence=0.4,
+        top_k=[{"label": "scratch", "p": 0.4}],
+        decision="review",
+        selected_because=["review"],
+    )
+    return Outgoing(topics.RETRAINING_SAMPLES, b"line-1", record)
 
 
 def _run(producer, outgoing, **kw):
@@ -82,3 +109,42 @@ def test_a_producer_that_failed_for_good_is_not_retried():
     with pytest.raises(ProducerFailed):
         _run(producer, _outgoing())
     assert len(producer.calls) == 1
+
+
+TOO_LARGE = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+
+
+def test_a_retraining_sample_kafka_refuses_for_good_is_dropped_and_the_batch_goes_on(caplog):
+    """A sample larger than the topic allows (a topic made with a 1 MB limit, a larger camera) would otherwise be
+    retried until the deadline and stop the worker, and the restarted worker would meet the same batch: inspection
+    held hostage by best-effort data collection. Refused by the broker or by the producer itself, it is dropped."""
+    outgoing = _outgoing()
+    by_broker, by_producer = _sample("p1"), _sample("p2")
+    producer = ScriptedProducer({by_broker.value: TOO_LARGE, by_producer.value: KafkaException(TOO_LARGE)})
+    dropped = []
+    with caplog.at_level(logging.WARNING):
+        exits = _run(producer, [*outgoing, by_broker, by_producer], on_dropped=lambda o, why: dropped.append((o, why)))
+    assert exits == []
+    assert dropped == [(by_broker, "MSG_SIZE_TOO_LARGE"), (by_producer, "MSG_SIZE_TOO_LARGE")]
+    assert len(producer.calls) == 1  # nothing sent again
+    assert "not delivered" not in caplog.text
+
+
+def test_only_samples_are_dropped_and_only_for_a_refusal_no_retry_can_change():
+    """A verdict or a command refused for good still holds the batch (the worker stops unacked at the deadline, as
+    for any undeliverable record); a sample refused for a passing reason is sent again."""
+    outgoing = _outgoing()
+    result = next(o for o in outgoing if o.role == topics.RESULTS)
+    sample = _sample("p1")
+    timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
+    producer = ScriptedProducer({result.value: TOO_LARGE, sample.value: timed_out})
+    dropped = []
+    assert _run(producer, [*outgoing, sample], on_dropped=lambda o, why: dropped.append(o)) == []
+    assert dropped == []
+    assert producer.calls[1] == [
+        (TOPICS[topics.RESULTS], result.value),
+        (TOPICS[topics.RETRAINING_SAMPLES], sample.value),
+    ]
+
+    producer = ScriptedProducer(*[{result.value: TOO_LARGE}] * 10)
+    assert _run(producer, outgoing, deadline_s=0.0) == [70]
