@@ -99,6 +99,7 @@ def test_dashboard_is_provisioned_and_covers_the_pipeline():
         "consumer lag",
         "late commands",
         "dead letters",
+        "retraining samples",
         "model version",
     ]:
         assert topic in titles
