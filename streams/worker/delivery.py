@@ -31,12 +31,13 @@ DROPPABLE_ROLES = frozenset({topics.RETRAINING_SAMPLES})
 # Refusals of one record that no retry changes: the record, or the topic's limits, are the problem (e.g. a retraining
 # sample larger than the topic's max.message.bytes). Refusals of a whole topic or cluster (authorization, unknown
 # topic) are not here: those hold every batch, and the worker stops on them.
+# INVALID_TIMESTAMP: the host clock is off by more than the topic allows (message.timestamp.*.max.ms).
 PERMANENT_REFUSALS = frozenset(
     {
         KafkaError.MSG_SIZE_TOO_LARGE,
         KafkaError.RECORD_LIST_TOO_LARGE,
         KafkaError.INVALID_RECORD,
-        KafkaError.POLICY_VIOLATION,
+        KafkaError.INVALID_TIMESTAMP,
     }
 )
 
@@ -96,11 +97,12 @@ async def deliver_outputs(
             errors = [TimeoutError("no acknowledgement from Kafka in time")] * len(pending)
         failed: list[tuple[Outgoing, BaseException | object]] = []
         for o, error in zip(pending, errors, strict=True):
-            if error is None:
-                continue
-            if o.role in DROPPABLE_ROLES and (reason := permanent_refusal(error)) is not None:
-                on_dropped(o, reason)
-            else:
+            if error is not None and o.role in DROPPABLE_ROLES and (reason := permanent_refusal(error)) is not None:
+                sent_with_others = sum(p.role == o.role for p in pending) > 1
+                error = await _drop_or_deliver_alone(
+                    producer, output_topics[o.role], o, reason, sent_with_others, on_dropped, deadline
+                )
+            if error is not None:
                 failed.append((o, error))
         if not failed:
             return
@@ -116,3 +118,33 @@ async def deliver_outputs(
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, MAX_RETRY_S)
         pending = [o for o, _error in failed]
+
+
+async def _drop_or_deliver_alone(
+    producer: Producer,
+    topic: str,
+    outgoing: Outgoing,
+    reason: str,
+    sent_with_others: bool,
+    on_dropped: Callable[[Outgoing, str], object],
+    deadline: float,
+) -> BaseException | object | None:
+    """A record refused for good is dropped, unless it was sent along with others of its topic: librdkafka refuses a
+    whole produce batch for its size and does not split it, so it is first sent once on its own. Returns the error to
+    retry on, or None once it is delivered or dropped."""
+    if sent_with_others:
+        try:
+            (error,) = await asyncio.wait_for(
+                producer.deliver([(topic, outgoing.key, outgoing.value)]),
+                timeout=max(deadline - time.monotonic(), 1.0),
+            )
+        except TimeoutError:
+            return TimeoutError("no acknowledgement from Kafka in time")
+        if error is None:
+            return None
+        alone = permanent_refusal(error)
+        if alone is None:
+            return error
+        reason = alone
+    on_dropped(outgoing, reason)
+    return None

@@ -215,8 +215,12 @@ def refetch_buffered_partitions_promptly() -> None:
 
     @functools.wraps(original)
     async def wait_next_records(self: Consumer, timeout: float) -> Any:
+        if not self.flow_active:
+            # As Faust does first; then the first fetch after a resume is covered too.
+            await self.wait(self.can_resume_flow)
         held_back = self._buffered_partitions
-        # Faust never removes a revoked partition from this set: only an assigned one is worth waking up for.
+        # A partition revoked while held back stays in this set until its queue drains: only an assigned one is worth
+        # waking up for (an idle worker must not poll every few milliseconds).
         if held_back and self.flow_active and not held_back.isdisjoint(self.assignment()):
             if not self._get_active_partitions():
                 await self.sleep(BUFFERED_FETCH_WAIT_S)

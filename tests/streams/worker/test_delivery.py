@@ -118,16 +118,29 @@ def test_a_retraining_sample_kafka_refuses_for_good_is_dropped_and_the_batch_goe
     """A sample larger than the topic allows (a topic made with a 1 MB limit, a larger camera) would otherwise be
     retried until the deadline and stop the worker, and the restarted worker would meet the same batch: inspection
     held hostage by best-effort data collection. Refused by the broker or by the producer itself, it is dropped."""
-    outgoing = _outgoing()
-    by_broker, by_producer = _sample("p1"), _sample("p2")
-    producer = ScriptedProducer({by_broker.value: TOO_LARGE, by_producer.value: KafkaException(TOO_LARGE)})
-    dropped = []
-    with caplog.at_level(logging.WARNING):
-        exits = _run(producer, [*outgoing, by_broker, by_producer], on_dropped=lambda o, why: dropped.append((o, why)))
-    assert exits == []
-    assert dropped == [(by_broker, "MSG_SIZE_TOO_LARGE"), (by_producer, "MSG_SIZE_TOO_LARGE")]
-    assert len(producer.calls) == 1  # nothing sent again
+    for refusal in (TOO_LARGE, KafkaException(TOO_LARGE)):
+        outgoing = _outgoing()
+        sample = _sample("p1")
+        producer = ScriptedProducer({sample.value: refusal})
+        dropped: list = []
+        with caplog.at_level(logging.WARNING):
+            exits = _run(producer, [*outgoing, sample], on_dropped=lambda o, why, into=dropped: into.append((o, why)))
+        assert exits == []
+        assert dropped == [(sample, "MSG_SIZE_TOO_LARGE")]
+        assert len(producer.calls) == 1  # nothing sent again: the sample was the only one of its topic
     assert "not delivered" not in caplog.text
+
+
+def test_samples_refused_together_are_each_sent_alone_before_one_is_dropped():
+    """librdkafka refuses a produce batch as a whole and does not split it: two samples that each fit the topic's
+    limit can be refused together. Each is sent once on its own; only one refused on its own is dropped."""
+    fits, too_large = _sample("p1"), _sample("p2")
+    producer = ScriptedProducer({fits.value: TOO_LARGE, too_large.value: TOO_LARGE}, {}, {too_large.value: TOO_LARGE})
+    dropped = []
+    assert _run(producer, [*_outgoing(), fits, too_large], on_dropped=lambda o, why: dropped.append(o)) == []
+    assert dropped == [too_large]
+    topic = TOPICS[topics.RETRAINING_SAMPLES]
+    assert producer.calls[1:] == [[(topic, fits.value)], [(topic, too_large.value)]]
 
 
 def test_only_samples_are_dropped_and_only_for_a_refusal_no_retry_can_change():

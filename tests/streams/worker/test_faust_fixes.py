@@ -144,9 +144,28 @@ def test_with_every_partition_held_back_the_fetcher_looks_again_after_the_short_
 
 
 def test_a_revoked_partition_left_marked_as_held_back_does_not_shorten_the_wait():
-    """Faust never clears its held-back set on a rebalance: a partition revoked while held back must not make an
-    idle worker poll the broker every few milliseconds from then on."""
+    """A partition revoked while held back stays in Faust's held-back set until its queue drains: it must not make
+    an idle worker poll the broker every few milliseconds meanwhile."""
     consumer, fetches, _ = fetching_consumer({FRAMES_0, COUNTS_0})
     consumer.on_buffer_full(FRAMES_1)  # held back, then revoked: not in the assignment
     asyncio.run(consumer._wait_next_records(1.0))
     assert fetches[-1] == ({FRAMES_0, COUNTS_0}, 1.0)
+
+
+def test_with_the_flow_stopped_the_fetcher_waits_for_the_resume_then_fetches_promptly():
+    """Not every 10 ms while the flow is stopped (Faust seeks back to the committed offsets on each empty return of a
+    stopped flow): it waits for the resume as Faust does, and the first fetch after it is prompt too."""
+
+    async def scenario():
+        # Made inside the loop: Faust's flow events belong to the loop they are made in.
+        consumer, fetches, sleeps = fetching_consumer({FRAMES_0, COUNTS_0})
+        consumer.on_buffer_full(FRAMES_0)
+        consumer.stop_flow()
+        waiting = asyncio.ensure_future(consumer._wait_next_records(1.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and fetches == [] and sleeps == []
+        consumer.resume_flow()
+        await asyncio.wait_for(waiting, 5)
+        return fetches
+
+    assert asyncio.run(scenario()) == [({COUNTS_0}, BUFFERED_FETCH_WAIT_S)]
