@@ -2,16 +2,17 @@
 librdkafka path is tests/streams/kafka/test_output_producer.py and the integration tests)."""
 
 import asyncio
+import dataclasses
 import logging
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from schemas.records import RetrainingSample
 from streams.inspection import Outgoing
 from streams.kafka import topics
 from streams.kafka.output_producer import ProducerFailed
 from streams.worker.delivery import deliver_outputs
+from tests.schemas.test_records import EXAMPLES
 from tests.streams.test_inspection import _frame, _inspector, _jpeg
 
 TOPICS = {
@@ -49,21 +50,9 @@ def _outgoing():
 
 
 def _sample(part_id: str) -> Outgoing:
-    record = RetrainingSample(
-        part_id=part_id,
-        line_id="line-1",
-        camera_id="cam-1",
-        capture_ts_ns=1,
-        content_type="image/jpeg",
-        image_b64="YWJj",
-        model_version="v1",
-        label="scratch",
-        confidence=0.4,
-        top_k=[{"label": "scratch", "p": 0.4}],
-        decision="review",
-        selected_because=["review"],
+    return Outgoing(
+        topics.RETRAINING_SAMPLES, b"l", dataclasses.replace(EXAMPLES["retraining_sample"], part_id=part_id)
     )
-    return Outgoing(topics.RETRAINING_SAMPLES, b"line-1", record)
 
 
 def _run(producer, outgoing, **kw):

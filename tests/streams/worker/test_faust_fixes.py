@@ -96,7 +96,8 @@ FRAMES_0, FRAMES_1, COUNTS_0 = TP("frames", 0), TP("frames", 1), TP("line-counts
 def fetching_consumer(assigned: set[TP]) -> tuple[Consumer, list[tuple[set[TP], float]], list[float]]:
     """A real Faust consumer with its partitions assigned, its broker fetch and its sleep recorded instead of made."""
     refetch_buffered_partitions_promptly()
-    refetch_buffered_partitions_promptly()  # idempotent
+    refetch_buffered_partitions_promptly()  # installing twice must not wrap twice
+    assert not getattr(Consumer._wait_next_records.__wrapped__, "prompt", False)
     app = faust.App("refetch-test", broker="kafka://127.0.0.1:1")  # never started: no broker is contacted
     consumer = app.consumer
     consumer.resume_flow()
