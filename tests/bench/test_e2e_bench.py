@@ -4,7 +4,15 @@ import threading
 import pytest
 
 from bench import e2e_bench
-from bench.e2e_bench import cpu_ceiling, cpu_seconds, get_args_parser, jit_seconds, worker_settings
+from bench.e2e_bench import (
+    bare_reference,
+    cpu_ceiling,
+    cpu_seconds,
+    get_args_parser,
+    jit_seconds,
+    median_burst,
+    worker_settings,
+)
 from streams.inspection import FrameInspector
 from streams.kafka import topics
 from streams.settings import Settings
@@ -70,3 +78,34 @@ def test_threads_started_on_worker_cores_stay_there_and_the_caller_gets_its_core
         assert os.sched_getaffinity(0) == core
     assert seen == [core]
     assert os.sched_getaffinity(0) == before
+
+
+def test_the_median_burst_is_the_max_rate():
+    bursts = [
+        {"tag": "a", "sustained_fps": 300.0},
+        {"tag": "b", "sustained_fps": 250.0},
+        {"tag": "c", "sustained_fps": 400.0},
+    ]
+    assert median_burst(bursts)["tag"] == "a"
+    # An even count takes the lower middle one: never the better of two.
+    assert median_burst(bursts[:2])["tag"] == "b"
+    assert median_burst(bursts[2:])["tag"] == "c"
+    with pytest.raises(ValueError, match="no burst"):
+        median_burst([])
+
+
+def test_the_bare_reference_is_the_mean_of_before_and_after():
+    before = {"engine": "e", "batch": 8, "frames_per_s": 400.0, "cpu_ms_per_frame": 5.0, "cores_busy": 2.0}
+    after = {"engine": "e", "batch": 8, "frames_per_s": 300.0, "cpu_ms_per_frame": 6.0, "cores_busy": 1.8}
+    reference = bare_reference(before, after)
+    assert reference["frames_per_s"] == pytest.approx(350.0)
+    assert reference["cpu_ms_per_frame"] == pytest.approx(5.5)
+    assert (reference["engine"], reference["batch"]) == ("e", 8)
+    assert "cores_busy" not in reference  # a figure of one measurement, kept in before and after
+    assert (reference["before"], reference["after"]) == (before, after)
+
+
+def test_bursts_below_one_are_refused(tmp_path):
+    args = get_args_parser().parse_args(["--model", str(tmp_path / "model"), "--bursts", "0"])
+    with pytest.raises(ValueError, match="--bursts must be at least 1"):
+        e2e_bench.main(args)
