@@ -1,7 +1,7 @@
 """End-to-end benchmark: camera -> Kafka -> worker -> gate on the local broker.
 
     python -m bench.e2e_bench --model ARTIFACT [--rates 20,40] [--seconds 20] [--bursts 3] [--budget-ms 200]
-        [--worker-cores 0]
+        [--worker-cores 0] [--decode-threads 1]
 
 First an untimed warm-up (bursts of ``--warmup-chunk`` frames): the worker's first batches and a fresh broker JVM are
 slower than a running line's, and the broker is started fresh for each benchmark. The warm-up goes on until the
@@ -114,6 +114,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help=f"batches the worker's engine infers at once (default: {Settings().inference_streams}, the worker's)",
     )
     p.add_argument(
+        "--decode-threads",
+        type=int,
+        default=Settings().decode_threads,
+        help=f"threads that decode frames in the worker and in the overlapped bare engine (default: "
+        f"{Settings().decode_threads}, the worker's; more on a GPU, where one cannot keep the GPU busy)",
+    )
+    p.add_argument(
         "--out", type=Path, default=Path("bench/results"), help="JSON output folder (default: bench/results)"
     )
     return p
@@ -169,12 +176,15 @@ def bare_throughput(
     frames: list[bytes],
     overlap_decode: bool = False,
     streams: int = 1,
+    decode_threads: int = 1,
+    seconds: float = 5.0,
 ) -> dict[str, Any]:
     """Decode + preprocess + predict of ``batch`` frames, no Kafka: what the worker could do at best.
 
     ``overlap_decode=False``: loops that decode then predict, one per batch the engine infers at once (its
-    ``concurrent_batches``, from ``streams``). ``True``: the worker's stages without Kafka, a decode thread feeding
-    as many inference threads (same engine, same threads, same streams). Frames per second over the wall clock."""
+    ``concurrent_batches``, from ``streams``). ``True``: the worker's stages without Kafka, ``decode_threads`` decode
+    threads feeding as many inference threads (same engine, same threads, same streams). Frames per second over the
+    wall clock."""
     engine = load_engine(model, kind=engine_kind, threads=threads, streams=streams)
     payloads = list(islice(cycle(frames), batch))
     lanes = engine.concurrent_batches
@@ -185,7 +195,7 @@ def bare_throughput(
 
     for _ in range(3):
         engine.predict(decode())
-    decoded: queue.Queue[np.ndarray] = queue.Queue(maxsize=lanes + 1)
+    decoded: queue.Queue[np.ndarray] = queue.Queue(maxsize=lanes + decode_threads)
     stop = threading.Event()
     times: list[float] = []  # list.append is atomic: the lanes share it
 
@@ -200,23 +210,24 @@ def bare_throughput(
             engine.predict(decoded.get() if overlap_decode else decode())
             times.append(time.perf_counter() - t0)
 
-    if overlap_decode:
-        feeder = threading.Thread(target=decoder, daemon=True)
+    feeders = [threading.Thread(target=decoder, daemon=True) for _ in range(decode_threads if overlap_decode else 0)]
+    for feeder in feeders:
         feeder.start()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    workers = [threading.Thread(target=lane, args=(wall0 + 5.0,)) for _ in range(lanes)]
+    workers = [threading.Thread(target=lane, args=(wall0 + seconds,)) for _ in range(lanes)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     stop.set()
-    if overlap_decode:
+    for feeder in feeders:
         feeder.join()
     return {
         "engine": engine.name,
         "batch": batch,
         "overlap_decode": overlap_decode,
+        **({"decode_threads": decode_threads} if overlap_decode else {}),
         "concurrent_batches": lanes,
         "batch_p50_ms": statistics.median(times) * 1000,
         "frames_per_s": batch * len(times) / wall,
@@ -443,6 +454,7 @@ def worker_settings(base: Settings, args: argparse.Namespace, engine_classes: li
         max_batch=args.max_batch,
         inference_threads=args.threads,
         inference_streams=args.streams,
+        decode_threads=args.decode_threads,
         decision_thresholds="1.0",
         # Any class of the model will do: with a threshold of 1.0 every verdict is a review anyway.
         ok_class=base.ok_class if base.ok_class in engine_classes else engine_classes[0],
@@ -509,7 +521,14 @@ def measure_bare(
     print(f"bare {bare['engine']} at batch {bare['batch']} ({when}): {bare['frames_per_s']:.1f} frames/s", flush=True)
     # The worker overlaps decode and inference (its decode and infer threads): the same without Kafka.
     overlapped = bare_throughput(
-        args.model, args.engine, args.threads, args.max_batch, frames, overlap_decode=True, streams=args.streams
+        args.model,
+        args.engine,
+        args.threads,
+        args.max_batch,
+        frames,
+        overlap_decode=True,
+        streams=args.streams,
+        decode_threads=args.decode_threads,
     )
     print(f"bare, decode overlapped with inference ({when}): {overlapped['frames_per_s']:.1f} frames/s", flush=True)
     for reference in (bare, overlapped):

@@ -6,6 +6,7 @@ import pytest
 from bench import e2e_bench
 from bench.e2e_bench import (
     bare_reference,
+    bare_throughput,
     cpu_ceiling,
     cpu_seconds,
     get_args_parser,
@@ -13,6 +14,7 @@ from bench.e2e_bench import (
     median_burst,
     worker_settings,
 )
+from models import preprocess
 from streams.inspection import FrameInspector
 from streams.kafka import topics
 from streams.settings import Settings
@@ -109,3 +111,25 @@ def test_bursts_below_one_are_refused(tmp_path):
     args = get_args_parser().parse_args(["--model", str(tmp_path / "model"), "--bursts", "0"])
     with pytest.raises(ValueError, match="--bursts must be at least 1"):
         e2e_bench.main(args)
+
+
+def test_decode_threads_reach_the_worker_and_the_overlapped_bare_engine(tmp_path, monkeypatch):
+    args = get_args_parser().parse_args(["--model", str(tmp_path / "model"), "--decode-threads", "3"])
+    assert worker_settings(Settings(), args, ["ok"], "r1").decode_threads == 3
+    monkeypatch.setattr(e2e_bench, "load_engine", lambda *a, **kw: FixedEngine())
+    decoders: set[int] = set()
+    decode = preprocess.decode_image
+
+    def counted(*a, **kw):
+        decoders.add(threading.get_ident())
+        return decode(*a, **kw)
+
+    monkeypatch.setattr(e2e_bench, "decode_image", counted)
+    frames = [_jpeg(level) for level in (30, 120, 220)]
+    overlapped = bare_throughput(tmp_path, "auto", 1, 4, frames, overlap_decode=True, decode_threads=3, seconds=0.3)
+    assert overlapped["decode_threads"] == 3 and overlapped["frames_per_s"] > 0
+    # The three decoders and the warm-up in this thread; one lane that decodes for itself without overlap.
+    assert len(decoders) == 4
+    decoders.clear()
+    one_loop = bare_throughput(tmp_path, "auto", 1, 4, frames, decode_threads=3, seconds=0.3)
+    assert "decode_threads" not in one_loop and len(decoders) == 2
