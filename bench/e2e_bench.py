@@ -1,7 +1,7 @@
 """End-to-end benchmark: camera -> Kafka -> worker -> gate on the local broker.
 
     python -m bench.e2e_bench --model ARTIFACT [--rates 20,40] [--seconds 20] [--bursts 3] [--budget-ms 200]
-        [--worker-cores 0] [--decode-threads 1]
+        [--worker-cores 0] [--decode-threads 1] [--workers 1]
 
 First an untimed warm-up (bursts of ``--warmup-chunk`` frames): the worker's first batches and a fresh broker JVM are
 slower than a running line's, and the broker is started fresh for each benchmark. The warm-up goes on until the
@@ -119,6 +119,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         default=Settings().decode_threads,
         help=f"threads that decode frames in the worker and in the overlapped bare engine (default: "
         f"{Settings().decode_threads}, the worker's; more on a GPU, where one cannot keep the GPU busy)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes in the one consumer group (default: 1); on a GPU machine, where one worker's event "
+        "loop is the limit, several share the GPU. The overlapped bare engine decodes with as many decode threads as "
+        "all of them together",
     )
     p.add_argument(
         "--out", type=Path, default=Path("bench/results"), help="JSON output folder (default: bench/results)"
@@ -283,6 +291,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# Role ("worker", "kafka broker", ...) -> its processes (several workers share one consumer group).
+Processes = dict[str, tuple[int, ...]]
+
+
+def role_cpu_seconds(pids: Processes) -> dict[str, float]:
+    return {name: sum(cpu_seconds(pid) for pid in group) for name, group in pids.items()}
+
+
 # The warm-up ends once the local broker's JIT compiler threads used less than this share of its CPU during a burst.
 JIT_SETTLED_SHARE = 0.10
 JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")  # HotSpot's names, cut to 15 characters by Linux
@@ -305,7 +321,7 @@ def jit_seconds(pid: int) -> float:
 def warm_up(
     settings: Settings,
     frames: list[bytes],
-    pids: dict[str, int],
+    pids: Processes,
     broker_pid: int | None,
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
@@ -341,15 +357,15 @@ def warm_up(
     return trace
 
 
-def settle(pids: dict[str, int], busy_share: float = 0.1, timeout_s: float = 60.0) -> float:
+def settle(pids: Processes, busy_share: float = 0.1, timeout_s: float = 60.0) -> float:
     """Wait until the processes in ``pids`` together use less than ``busy_share`` of one core over a second, and
     return the seconds waited. A burst leaves work behind it (the line-stats agent catching up on thousands of
     results, the broker's background work); a fixed-rate round that started into it would time that backlog."""
     start = time.monotonic()
-    last = sum(cpu_seconds(pid) for pid in pids.values())
+    last = sum(role_cpu_seconds(pids).values())
     while time.monotonic() - start < timeout_s:
         time.sleep(1.0)
-        now = sum(cpu_seconds(pid) for pid in pids.values())
+        now = sum(role_cpu_seconds(pids).values())
         if now - last < busy_share:
             return time.monotonic() - start
         last = now
@@ -358,7 +374,7 @@ def settle(pids: dict[str, int], busy_share: float = 0.1, timeout_s: float = 60.
 
 
 def run_rate(
-    settings: Settings, frames: list[bytes], fps: float | None, count: int, tag: str, pids: dict[str, int] | None = None
+    settings: Settings, frames: list[bytes], fps: float | None, count: int, tag: str, pids: Processes | None = None
 ) -> dict[str, Any]:
     """Send ``count`` frames at ``fps`` (None = as fast as possible) from camera ``tag``; every frame is timed at
     the gate (arrival - capture) and in its result."""
@@ -383,7 +399,7 @@ def run_rate(
     gate_thread = threading.Thread(target=gate.run, args=(stop, on_command), daemon=True)
     gate_thread.start()
     pids = pids or {}
-    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu_before = role_cpu_seconds(pids)
     start = time.monotonic()
     stats = camera.run(((("", f, "image/jpeg") for f in islice(cycle(frames), count))), fps=fps)
     mine: list[InspectionResult] = []
@@ -399,7 +415,7 @@ def run_rate(
 
     reader.read_until(collect, timeout_s=120)
     done = time.monotonic()
-    cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
+    cpu = {name: round(seconds - cpu_before[name], 2) for name, seconds in role_cpu_seconds(pids).items()}
     deadline = time.monotonic() + 30
     while len(arrivals) < count and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -469,6 +485,8 @@ def worker_settings(base: Settings, args: argparse.Namespace, engine_classes: li
 def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.bursts < 1:
         raise ValueError(f"--bursts must be at least 1, got {args.bursts}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
     worker_cores = parse_cores(args.worker_cores)
     other_cores = os.sched_getaffinity(0) - worker_cores if worker_cores else set()
     if args.threads is None:
@@ -494,6 +512,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         # and the broker and the bench's clients on other_cores.
         "worker_cores": sorted(worker_cores),
         "other_cores": sorted(other_cores),
+        "workers": args.workers,
         "worker_settings": pipeline["worker_settings"],
         "warmup": pipeline["warmup"],
         "bare": bare,
@@ -528,7 +547,7 @@ def measure_bare(
         frames,
         overlap_decode=True,
         streams=args.streams,
-        decode_threads=args.decode_threads,
+        decode_threads=args.decode_threads * args.workers,
     )
     print(f"bare, decode overlapped with inference ({when}): {overlapped['frames_per_s']:.1f} frames/s", flush=True)
     for reference in (bare, overlapped):
@@ -548,14 +567,21 @@ def measure_pipeline(args: argparse.Namespace, frames: list[bytes], worker_cores
         run = uuid.uuid4().hex[:6]
         settings = worker_settings(base.replace(kafka_bootstrap_servers=cluster.bootstrap), args, engine_classes, run)
         create_topics(settings)
-        log_path = settings.cache_dir / "run" / f"e2e-worker-{run}.log"
         with contextlib.ExitStack() as stack:
-            with on_cores(worker_cores):
-                worker = stack.enter_context(WorkerProcess(settings, log_path))
-            worker.wait_ready()
-            pids = {"worker": worker.proc.pid, "bench (camera, gate, reader)": os.getpid()}
+            workers = []
+            for i in range(args.workers):  # one consumer group: the frames' partitions are shared among them
+                log_path = settings.cache_dir / "run" / f"e2e-worker-{run}{f'-{i + 1}' if i else ''}.log"
+                with on_cores(worker_cores):
+                    own = settings if i == 0 else settings.replace(web_port=free_port())
+                    workers.append(stack.enter_context(WorkerProcess(own, log_path)))
+            for worker in workers:
+                worker.wait_ready()
+            pids: Processes = {
+                "worker": tuple(w.proc.pid for w in workers),
+                "bench (camera, gate, reader)": (os.getpid(),),
+            }
             if cluster.local is not None:
-                pids["kafka broker"] = cluster.local.pid
+                pids["kafka broker"] = (cluster.local.pid,)
             warmup = warm_up(settings, frames, pids, cluster.local.pid if cluster.local else None, args)
             for fps in [float(r) for r in args.rates.split(",") if r.strip()]:
                 waited = settle(pids)
@@ -570,8 +596,9 @@ def measure_pipeline(args: argparse.Namespace, frames: list[bytes], worker_cores
                 burst["settled_s"] = round(waited, 1)
                 bursts.append(burst)
                 print(json.dumps(burst), flush=True)
-            if worker.returncode is not None:
-                raise RuntimeError(f"worker died:\n{worker.log_tail()}")
+            for worker in workers:
+                if worker.returncode is not None:
+                    raise RuntimeError(f"worker died:\n{worker.log_tail()}")
     return {
         "warmup": warmup,
         "fixed_rates": rows,
@@ -599,7 +626,11 @@ def measure_pipeline(args: argparse.Namespace, frames: list[bytes], worker_cores
 
 def print_table(result: dict[str, Any]) -> None:
     m = result["machine"]
-    print(f"\n{m['cpu']}, {m['threads']} worker threads; {result['frame']}; budget {result['budget_ms']:.0f} ms")
+    workers = result.get("workers", 1)
+    print(
+        f"\n{m['cpu']}, {workers} worker{'s' if workers > 1 else ''} of {m['threads']} threads; {result['frame']}; "
+        f"budget {result['budget_ms']:.0f} ms"
+    )
     if result.get("worker_cores"):
         print(
             f"worker and bare engine on cores {result['worker_cores']}, broker and bench clients on "
@@ -624,7 +655,8 @@ def print_table(result: dict[str, Any]) -> None:
     )
     o = result["bare_overlapped"]
     print(
-        f"bare with decode overlapped with inference (the worker's stages without Kafka): "
+        f"bare with decode overlapped with inference (the worker's stages without Kafka, "
+        f"{o.get('decode_threads', 1)} decode threads): "
         f"{o['frames_per_s']:.1f} frames/s ({o['before']['frames_per_s']:.1f} before, "
         f"{o['after']['frames_per_s']:.1f} after); ratio against it {result['max_rate_over_bare_overlapped']:.2f}"
     )

@@ -133,3 +133,14 @@ def test_decode_threads_reach_the_worker_and_the_overlapped_bare_engine(tmp_path
     decoders.clear()
     one_loop = bare_throughput(tmp_path, "auto", 1, 4, frames, decode_threads=3, seconds=0.3)
     assert "decode_threads" not in one_loop and len(decoders) == 2
+
+
+def test_several_workers_count_as_one_role_and_fewer_than_one_is_refused(tmp_path):
+    me = os.getpid()
+    pids = {"worker": (me, me), "bench (camera, gate, reader)": (me,)}
+    cpu = e2e_bench.role_cpu_seconds(pids)
+    # The same process counted twice: the role's CPU is the sum over its processes.
+    assert cpu["worker"] >= 2 * cpu["bench (camera, gate, reader)"] > 0
+    args = get_args_parser().parse_args(["--model", str(tmp_path / "model"), "--workers", "0"])
+    with pytest.raises(ValueError, match="--workers"):
+        e2e_bench.main(args)
