@@ -485,8 +485,9 @@ def worker_settings(base: Settings, args: argparse.Namespace, engine_classes: li
 def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.bursts < 1:
         raise ValueError(f"--bursts must be at least 1, got {args.bursts}")
-    if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    for name in ("workers", "decode_threads"):  # none would leave the pipeline or the bare engine without frames
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     worker_cores = parse_cores(args.worker_cores)
     other_cores = os.sched_getaffinity(0) - worker_cores if worker_cores else set()
     if args.threads is None:

@@ -5,6 +5,8 @@
 # Usage, from the repository root: bench/device/run.sh [bench.e2e_bench args]; SKIP_SETUP=1 for a second run.
 set -u
 t0=$(date +%s)
+OUT=${OUT:-bench/results}  # the device tool sets OUT to the folder it brings back
+mkdir -p "$OUT"
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 JAVA_HOME=/tmp/jre/jre
 if [ -z "${SKIP_SETUP:-}" ]; then
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1

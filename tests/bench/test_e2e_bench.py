@@ -135,12 +135,13 @@ def test_decode_threads_reach_the_worker_and_the_overlapped_bare_engine(tmp_path
     assert "decode_threads" not in one_loop and len(decoders) == 2
 
 
-def test_several_workers_count_as_one_role_and_fewer_than_one_is_refused(tmp_path):
+def test_several_workers_count_as_one_role_and_none_is_refused(tmp_path):
     me = os.getpid()
     pids = {"worker": (me, me), "bench (camera, gate, reader)": (me,)}
     cpu = e2e_bench.role_cpu_seconds(pids)
     # The same process counted twice: the role's CPU is the sum over its processes.
     assert cpu["worker"] >= 2 * cpu["bench (camera, gate, reader)"] > 0
-    args = get_args_parser().parse_args(["--model", str(tmp_path / "model"), "--workers", "0"])
-    with pytest.raises(ValueError, match="--workers"):
-        e2e_bench.main(args)
+    for flag in ("--workers", "--decode-threads"):
+        args = get_args_parser().parse_args(["--model", str(tmp_path / "model"), flag, "0"])
+        with pytest.raises(ValueError, match=flag):
+            e2e_bench.main(args)
