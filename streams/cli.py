@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -157,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     level = (args.log_level or Settings.from_env().log_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kafka = ("kafka_bootstrap_servers", "topic_prefix")
+    if args.command != "worker":  # Faust handles its own signals
+        # `docker stop`, Kubernetes and systemd stop with SIGTERM, whose default ends Python without running a
+        # `finally` (and a container's PID 1 ignores it): the camera would not flush frames it had accepted, the
+        # gate and the sink would hold their consumer group until the session times out, the demo would leave its
+        # broker running. As Ctrl-C, it ends each command the orderly way.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     if args.command == "broker":
         from streams.kafka.broker import LocalKafka, fetch_jars
@@ -214,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = _with_cluster(_settings(args, *kafka, "line_id", "camera_id"))
         frames = open_source(args.source, args.frames, seed=args.seed)
-        stats = CameraGateway(settings).run(frames, fps=args.fps or None, jitter_ms=args.jitter_ms)
+        gateway = CameraGateway(settings)
+        try:
+            stats = gateway.run(frames, fps=args.fps or None, jitter_ms=args.jitter_ms)
+        except KeyboardInterrupt:  # run() has flushed what was sent before returning here
+            stats = gateway.stats
+            print("[camera] stopped")
         print(
             f"sent {stats.sent}, delivered {stats.delivered}, failed {stats.failed}; "
             f"{stats.rate_fps():.1f} frames/s, delivery p99 {stats.delivery_ms_quantile(0.99):.1f} ms"

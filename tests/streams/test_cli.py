@@ -1,9 +1,15 @@
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from streams.kafka import topics
 from streams.kafka.topics import TOPICS, declared_topics
 from streams.settings import Settings
 
@@ -45,3 +51,75 @@ def test_topics_create_via_cli(kafka):
     assert len(declared) == len(TOPICS) + 2  # + the 10 s and 60 s line-stats changelogs
     assert first.count("created") == len(declared)
     assert second.count("exists") == len(declared)
+
+
+def _start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _group_members(admin, group: str) -> int:
+    return len(admin.describe_consumer_groups([group])[group].result(timeout=10).members)
+
+
+def _wait_for(condition, what: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    def holds() -> bool:
+        try:
+            return condition()
+        except (KafkaException, TimeoutError):  # a new topic without a leader yet, a coordinator still loading
+            return False
+
+    deadline = time.monotonic() + timeout_s
+    while not holds():
+        if proc.poll() is not None:
+            pytest.fail(f"{what}: the command exited early: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{what}: not within {timeout_s:.0f} s: {proc.communicate()}")
+        time.sleep(0.2)
+
+
+def test_sigterm_stops_the_gate_in_order_and_it_leaves_its_group_at_once(kafka_settings):
+    # Without an orderly close the group keeps the dead member until its session times out (10 s), and a
+    # replacement gate on that line waits that long for its commands.
+    admin = AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    group = f"{kafka_settings.app_id}-gate-line-sig"
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.kafka_bootstrap_servers,
+        "DEFECTSTREAM_APP_ID": kafka_settings.app_id,
+    }
+    gate = _start_cli("gate", "--line", "line-sig", "--topic-prefix", kafka_settings.topic_prefix, env=env)
+    _wait_for(lambda: _group_members(admin, group) == 1, "the gate joined its group", gate)
+    gate.send_signal(signal.SIGTERM)
+    out, err = gate.communicate(timeout=30)
+    assert gate.returncode == 0, err
+    assert "line line-sig: 0 actuated" in out
+    assert _group_members(admin, group) == 0
+
+
+def test_sigterm_stops_the_camera_with_every_sent_frame_delivered(kafka_settings):
+    topic = kafka_settings.topic(topics.FRAMES)
+    consumer = Consumer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers, "group.id": "sig-count"})
+
+    def frames_in_topic() -> int:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_settings.kafka_bootstrap_servers}
+    args = ("camera", "--frames", "100000", "--fps", "200", "--topic-prefix", kafka_settings.topic_prefix)
+    camera = _start_cli(*args, env=env)
+    _wait_for(lambda: frames_in_topic() >= 50, "the camera's first frames arrived", camera)
+    camera.send_signal(signal.SIGTERM)
+    out, err = camera.communicate(timeout=60)
+    assert camera.returncode == 0, err
+    summary = re.search(r"sent (\d+), delivered (\d+), failed (\d+)", out)
+    assert summary, out
+    sent, delivered, failed = map(int, summary.groups())
+    assert 50 <= sent < 100000 and delivered == sent and failed == 0
+    assert frames_in_topic() == sent
+    consumer.close()
