@@ -147,3 +147,12 @@ def test_several_workers_count_as_one_role_and_none_is_refused(tmp_path):
         args = get_args_parser().parse_args(["--model", str(tmp_path / "model"), flag, "0"])
         with pytest.raises(ValueError, match=flag):
             e2e_bench.main(args)
+
+
+def test_idle_means_under_a_tenth_of_a_core_per_worker():
+    one, six = {"worker": (1,), "kafka broker": (2,)}, {"worker": tuple(range(6)), "kafka broker": (9,)}
+    assert e2e_bench.is_idle(0.09, one, 0.1)
+    assert not e2e_bench.is_idle(0.15, one, 0.1)  # one worker still catching up is busy
+    assert e2e_bench.is_idle(0.3, six, 0.1)  # six idle workers polling, 5% of a core each
+    assert not e2e_bench.is_idle(0.7, six, 0.1)
+    assert not e2e_bench.is_idle(0.15, {"kafka broker": (2,)}, 0.1)
