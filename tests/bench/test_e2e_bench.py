@@ -18,7 +18,7 @@ from models import preprocess
 from streams.inspection import FrameInspector
 from streams.kafka import topics
 from streams.settings import Settings
-from tests.streams.test_inspection import FixedEngine, _frame, _jpeg
+from tests.streams.frames import FixedEngine, flat_jpeg, incoming_frame
 
 
 def test_cpu_ceiling_is_the_rate_the_cores_can_pay_for():
@@ -41,7 +41,7 @@ def test_bench_worker_sends_every_frame_to_the_gate_and_samples_none(level, tmp_
     args = get_args_parser().parse_args(["--model", str(tmp_path / "model")])
     engine = FixedEngine()
     settings = worker_settings(Settings(), args, engine.class_names, "r1")
-    outgoing = FrameInspector.from_settings(engine, settings).inspect([_frame("p1", _jpeg(level))])
+    outgoing = FrameInspector.from_settings(engine, settings).inspect([incoming_frame("p1", flat_jpeg(level))])
     roles = sorted(o.role for o in outgoing)
     assert roles == sorted([topics.RESULTS, topics.REJECT_COMMANDS])  # a command for every frame, no sample
     assert [o.record.decision for o in outgoing if o.role == topics.RESULTS] == ["review"]
@@ -125,7 +125,7 @@ def test_decode_threads_reach_the_worker_and_the_overlapped_bare_engine(tmp_path
         return decode(*a, **kw)
 
     monkeypatch.setattr(e2e_bench, "decode_image", counted)
-    frames = [_jpeg(level) for level in (30, 120, 220)]
+    frames = [flat_jpeg(level) for level in (30, 120, 220)]
     overlapped = bare_throughput(tmp_path, "auto", 1, 4, frames, overlap_decode=True, decode_threads=3, seconds=0.3)
     assert overlapped["decode_threads"] == 3 and overlapped["frames_per_s"] > 0
     # The three decoders and the warm-up in this thread; one lane that decodes for itself without overlap.

@@ -5,12 +5,12 @@ import pytest
 from bench.worker_stages import incoming, inspector_for, results_of, time_layout
 from streams.inspection import FrameInspector
 from streams.worker.stages import InspectionStages
-from tests.streams.test_inspection import FixedEngine, _jpeg
+from tests.streams.frames import FixedEngine, flat_jpeg
 
 
 def test_every_timed_frame_comes_back_as_one_result():
     stages = InspectionStages(inspector_for(FixedEngine()), decode_threads=2)
-    row = asyncio.run(time_layout(stages, [_jpeg(220), _jpeg(30)], batch=4, seconds=0.3))
+    row = asyncio.run(time_layout(stages, [flat_jpeg(220), flat_jpeg(30)], batch=4, seconds=0.3))
     stages.shutdown()
     assert row["frames"] > 0
     assert (
@@ -21,7 +21,7 @@ def test_every_timed_frame_comes_back_as_one_result():
 
 def test_a_frame_without_a_result_fails_the_run():
     inspector: FrameInspector = inspector_for(FixedEngine())
-    outgoing = inspector.inspect(incoming([_jpeg(220), b"not an image"], 2))
+    outgoing = inspector.inspect(incoming([flat_jpeg(220), b"not an image"], 2))
     with pytest.raises(RuntimeError, match="2 frames gave 1 results"):
         results_of(outgoing, 2)
-    assert len(results_of(inspector.inspect(incoming([_jpeg(220)], 3)), 3)) == 3
+    assert len(results_of(inspector.inspect(incoming([flat_jpeg(220)], 3)), 3)) == 3

@@ -8,107 +8,10 @@ from schemas.records import (
     RECORD_TYPES,
     DeadLetter,
     InspectionResult,
-    LineCounts,
-    LineStats,
     RejectCommand,
-    RetrainingSample,
     SchemaError,
 )
-
-TOP_K = [{"label": "ok", "probability": 0.9}, {"label": "scratch", "probability": 0.1}]
-
-
-def _result(**kw):
-    base = dict(
-        part_id="p",
-        line_id="l",
-        camera_id="c",
-        capture_ts_ns=1,
-        deadline_ts_ns=5,
-        model_name="resnet50",
-        model_version="v",
-        label="ok",
-        confidence=0.9,
-        top_k=TOP_K,
-        decision="pass",
-        late=False,
-        timings_ms={"queue_wait": 1.0, "decode": 1.0, "inference": 2.0, "total_since_capture": 4.0},
-        batch_size=1,
-        worker_id="w",
-        decided_ts_ns=2,
-    )
-    return InspectionResult(**{**base, **kw})
-
-
-def _command(**kw):
-    base = dict(
-        part_id="p",
-        line_id="l",
-        gate_id="g",
-        action="reject",
-        reason="defect",
-        label="scratch",
-        late=False,
-        capture_ts_ns=1,
-        decided_ts_ns=2,
-        deadline_ts_ns=3,
-        model_version="v",
-    )
-    return RejectCommand(**{**base, **kw})
-
-
-EXAMPLES = {
-    "inspection_result": _result(),
-    "reject_command": _command(),
-    "dead_letter": DeadLetter(
-        reason="undecodable_image",
-        detail="x",
-        headers={"part_id": "p"},
-        payload_bytes=3,
-        payload_sha256="0" * 64,
-        payload_b64="YWJj",
-        source_topic="t",
-        source_partition=0,
-        source_offset=7,
-        worker_id="w",
-        received_ts_ns=9,
-    ),
-    "line_stats": LineStats(
-        line_id="l",
-        window_s=10.0,
-        window_start_ts_ns=0,
-        window_end_ts_ns=10_000_000_000,
-        frames=3,
-        by_decision={"pass": 2, "reject": 1},
-        by_class={"ok": 2, "scratch": 1},
-        defect_rate=1 / 3,
-        latency_p50_ms=20.0,
-        latency_p95_ms=40.0,
-    ),
-    "line_counts": LineCounts(
-        line_id="l",
-        frames=3,
-        by_decision={"pass": 1, "reject": 1},
-        by_class={"ok": 1, "scratch": 1},
-        unreadable=1,
-        late=1,
-        latency_buckets={"0": 1, "64": 1},
-    ),
-    "retraining_sample": RetrainingSample(
-        part_id="p",
-        line_id="l",
-        camera_id="c",
-        capture_ts_ns=1,
-        content_type="image/jpeg",
-        image_b64="YWJj",
-        model_version="v",
-        label="scratch",
-        confidence=0.4,
-        top_k=TOP_K,
-        decision="review",
-        selected_because=["low_confidence", "review"],
-    ),
-}
+from tests.schemas.examples import EXAMPLES, command_record, result_record
 
 
 def test_every_schema_file_is_valid_draft_2020_12_and_has_a_record_type():
@@ -160,8 +63,8 @@ def test_each_record_round_trips_and_conforms_to_its_schema(kind):
 
 def test_wrong_kind_version_and_garbage_are_refused():
     with pytest.raises(SchemaError, match="expected a reject_command"):
-        RejectCommand.from_json(_result().to_json())
-    data = json.loads(_result().to_json())
+        RejectCommand.from_json(result_record().to_json())
+    data = json.loads(result_record().to_json())
     data["schema_version"] = 1
     with pytest.raises(SchemaError, match="unsupported schema_version 1"):
         InspectionResult.from_json(json.dumps(data))
@@ -170,11 +73,11 @@ def test_wrong_kind_version_and_garbage_are_refused():
 
 
 def test_missing_and_unknown_fields_are_refused():
-    data = json.loads(_result().to_json())
+    data = json.loads(result_record().to_json())
     del data["label"]
     with pytest.raises(SchemaError, match='"label" is a required property'):
         InspectionResult.from_json(json.dumps(data))
-    data = json.loads(_result().to_json())
+    data = json.loads(result_record().to_json())
     data["colour"] = "red"
     with pytest.raises(SchemaError, match="colour"):
         InspectionResult.from_json(json.dumps(data))
@@ -197,7 +100,7 @@ def test_non_objects_are_schema_errors(raw):
     ],
 )
 def test_field_values_are_checked(field, value, fragment):
-    data = json.loads(_command().to_json())
+    data = json.loads(command_record().to_json())
     data[field] = value
     with pytest.raises(SchemaError, match=fragment):
         RejectCommand.from_json(json.dumps(data))
@@ -205,7 +108,7 @@ def test_field_values_are_checked(field, value, fragment):
 
 def test_result_decision_and_confidence_ranges():
     for change in ({"decision": "maybe"}, {"confidence": 1.5}, {"top_k": []}):
-        data = {**json.loads(_result().to_json()), **change}
+        data = {**json.loads(result_record().to_json()), **change}
         with pytest.raises(SchemaError):
             InspectionResult.from_json(json.dumps(data))
 

@@ -3,56 +3,16 @@
 import json
 import time
 
-import cv2
 import numpy as np
 import pytest
 
 from schemas import contracts
-from schemas.frame import FrameMeta, headers_to_dict
 from schemas.records import DeadLetter, InspectionResult, RejectCommand, RetrainingSample
-from streams.inspection import UNREADABLE_FRAME, FrameInspector, IncomingFrame
+from streams.inspection import UNREADABLE_FRAME, FrameInspector
 from streams.kafka import topics
 from streams.policy import DeadlinePolicy, DecisionPolicy, RetrainingPolicy
 from streams.settings import Settings
-
-
-class FixedEngine:
-    """Answers by the image's mean brightness, so tests control verdicts: bright -> ok 0.9, mid -> scratch 0.55
-    (unsure), dark -> scratch 0.8."""
-
-    def __init__(self, version="fixed-1", class_names=("ok", "scratch")):
-        self.class_names = list(class_names)
-        self.input_size = 16
-        self.mean = [0.0, 0.0, 0.0]
-        self.std = [1 / 255, 1 / 255, 1 / 255]
-        self.version = version
-        self.name = "fixed"
-        self.model_name = "fixednet"
-        self.precision = "fp32"
-        self.device = "cpu"
-        self.concurrent_batches = 1
-
-    def predict(self, batch):
-        level = batch.mean(axis=(1, 2, 3))
-        p_ok = np.where(level > 160, 0.9, np.where(level > 80, 0.45, 0.2))
-        return np.stack([p_ok, 1 - p_ok], axis=1)
-
-
-def _inspector(engine=None, thresholds="0.6", **kw):
-    engine = engine or FixedEngine()
-    return FrameInspector(engine, decisions=DecisionPolicy.from_spec("ok", thresholds), worker_id="w1", **kw)
-
-
-def _frame(part: str, value: bytes | None, offset: int = 0, capture: int | None = None, **header_overrides):
-    capture = time.time_ns() if capture is None else capture
-    headers = headers_to_dict(FrameMeta(part_id=part, line_id="L1", camera_id="C1", capture_ts_ns=capture).to_headers())
-    headers.update(header_overrides)
-    headers = {k: v for k, v in headers.items() if v is not None}
-    return IncomingFrame(value, headers, "t.frames", 0, offset, received_ts_ns=capture + 1_000_000)
-
-
-def _jpeg(level: int, size: int = 24) -> bytes:
-    return cv2.imencode(".jpg", np.full((size, size, 3), level, np.uint8))[1].tobytes()
+from tests.streams.frames import FixedEngine, flat_jpeg, incoming_frame, make_inspector
 
 
 def _by_role(outgoing):
@@ -68,8 +28,14 @@ def _all_conform(outgoing):
 
 
 def test_pass_reject_and_review():
-    inspector = _inspector()
-    out = inspector.inspect([_frame("good", _jpeg(220)), _frame("bad", _jpeg(30)), _frame("unsure", _jpeg(120))])
+    inspector = make_inspector()
+    out = inspector.inspect(
+        [
+            incoming_frame("good", flat_jpeg(220)),
+            incoming_frame("bad", flat_jpeg(30)),
+            incoming_frame("unsure", flat_jpeg(120)),
+        ]
+    )
     _all_conform(out)
     by = _by_role(out)
     results = {
@@ -92,16 +58,19 @@ def test_pass_reject_and_review():
 
 
 def test_per_class_threshold_changes_the_decision():
-    inspector = _inspector(thresholds="0.5,scratch=0.85")
-    by = _by_role(inspector.inspect([_frame("bad", _jpeg(30))]))
+    inspector = make_inspector(thresholds="0.5,scratch=0.85")
+    by = _by_role(inspector.inspect([incoming_frame("bad", flat_jpeg(30))]))
     assert InspectionResult.from_json(by[topics.RESULTS][0].value).decision == "review"
 
 
 def test_deadline_from_travel_time_and_header_and_late_flag():
-    inspector = _inspector(deadlines=DeadlinePolicy.from_spec("500,L1=300"))
+    inspector = make_inspector(deadlines=DeadlinePolicy.from_spec("500,L1=300"))
     now = time.time_ns()
-    fresh, stale = _frame("fresh", _jpeg(30), capture=now), _frame("stale", _jpeg(30), capture=now - 10**9)
-    header = _frame("hdr", _jpeg(30), capture=now, gate_deadline_ts_ns=str(now - 1))
+    fresh, stale = (
+        incoming_frame("fresh", flat_jpeg(30), capture=now),
+        incoming_frame("stale", flat_jpeg(30), capture=now - 10**9),
+    )
+    header = incoming_frame("hdr", flat_jpeg(30), capture=now, gate_deadline_ts_ns=str(now - 1))
     by = _by_role(inspector.inspect([fresh, stale, header]))
     results = {r.part_id: r for r in (InspectionResult.from_json(o.value) for o in by[topics.RESULTS])}
     assert results["fresh"].deadline_ts_ns == now + 300_000_000 and not results["fresh"].late
@@ -112,16 +81,20 @@ def test_deadline_from_travel_time_and_header_and_late_flag():
 
 
 def test_retraining_samples_carry_the_frame_and_why():
-    inspector = _inspector(retraining=RetrainingPolicy(low_confidence_below=0.85, audit_rate=1.0))
-    frames = [_frame("good", _jpeg(220)), _frame("bad", _jpeg(30)), _frame("unsure", _jpeg(120))]
+    inspector = make_inspector(retraining=RetrainingPolicy(low_confidence_below=0.85, audit_rate=1.0))
+    frames = [
+        incoming_frame("good", flat_jpeg(220)),
+        incoming_frame("bad", flat_jpeg(30)),
+        incoming_frame("unsure", flat_jpeg(120)),
+    ]
     by = _by_role(inspector.inspect(frames))
     samples = {s.part_id: s for s in (RetrainingSample.from_json(o.value) for o in by[topics.RETRAINING_SAMPLES])}
     assert samples["good"].selected_because == ["audit"]
     assert samples["bad"].selected_because == ["low_confidence"]
     assert samples["unsure"].selected_because == ["low_confidence", "review"]
     assert samples["bad"].image() == frames[1].value
-    none = _inspector(retraining=RetrainingPolicy(low_confidence_below=0.0, audit_rate=0.0))
-    assert topics.RETRAINING_SAMPLES not in _by_role(none.inspect([_frame("good", _jpeg(220))]))
+    none = make_inspector(retraining=RetrainingPolicy(low_confidence_below=0.0, audit_rate=0.0))
+    assert topics.RETRAINING_SAMPLES not in _by_role(none.inspect([incoming_frame("good", flat_jpeg(220))]))
 
 
 @pytest.mark.parametrize("reviews", [True, False])
@@ -129,7 +102,9 @@ def test_review_sampling_follows_the_setting(reviews):
     settings = Settings(
         decision_thresholds="0.6", retrain_low_confidence_below=0.0, retrain_audit_rate=0.0, retrain_reviews=reviews
     )
-    by = _by_role(FrameInspector.from_settings(FixedEngine(), settings).inspect([_frame("unsure", _jpeg(120))]))
+    by = _by_role(
+        FrameInspector.from_settings(FixedEngine(), settings).inspect([incoming_frame("unsure", flat_jpeg(120))])
+    )
     assert [o.record.decision for o in by[topics.RESULTS]] == ["review"]
     assert len(by.get(topics.RETRAINING_SAMPLES, [])) == (1 if reviews else 0)
 
@@ -137,20 +112,20 @@ def test_review_sampling_follows_the_setting(reviews):
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
-        (_frame("empty", b""), "empty_payload"),
-        (_frame("none", None), "empty_payload"),
-        (_frame("big", b"\xff\xd8" + bytes(5000)), "oversized_payload"),
-        (_frame("garbage", b"\x00\x01junk"), "undecodable_image"),
-        (_frame("truncated", _jpeg(100)[:50]), "undecodable_image"),
-        (_frame("nohdr", _jpeg(100), line_id=None), "missing_headers"),
-        (_frame("badts", _jpeg(100), capture_ts_ns="noon"), "bad_header"),
-        (_frame("gif", _jpeg(100), content_type="image/gif"), "bad_header"),
-        (_frame("raw", b"\x00" * 10, content_type="image/x-raw", raw_shape="4x4x3"), "undecodable_image"),
+        (incoming_frame("empty", b""), "empty_payload"),
+        (incoming_frame("none", None), "empty_payload"),
+        (incoming_frame("big", b"\xff\xd8" + bytes(5000)), "oversized_payload"),
+        (incoming_frame("garbage", b"\x00\x01junk"), "undecodable_image"),
+        (incoming_frame("truncated", flat_jpeg(100)[:50]), "undecodable_image"),
+        (incoming_frame("nohdr", flat_jpeg(100), line_id=None), "missing_headers"),
+        (incoming_frame("badts", flat_jpeg(100), capture_ts_ns="noon"), "bad_header"),
+        (incoming_frame("gif", flat_jpeg(100), content_type="image/gif"), "bad_header"),
+        (incoming_frame("raw", b"\x00" * 10, content_type="image/x-raw", raw_shape="4x4x3"), "undecodable_image"),
     ],
 )
 def test_invalid_frame_gives_dead_letter_and_fail_safe_reject(frame, reason):
-    inspector = _inspector(max_frame_bytes=4000)
-    out = inspector.inspect([frame, _frame("fine", _jpeg(220), offset=9)])
+    inspector = make_inspector(max_frame_bytes=4000)
+    out = inspector.inspect([frame, incoming_frame("fine", flat_jpeg(220), offset=9)])
     _all_conform(out)
     by = _by_role(out)
     letter = DeadLetter.from_json(by[topics.DEAD_LETTERS][0].value)
@@ -165,24 +140,28 @@ def test_invalid_frame_gives_dead_letter_and_fail_safe_reject(frame, reason):
 
 
 def test_dead_letter_keeps_only_the_hash_of_a_large_payload():
-    inspector = _inspector(dead_letter_payload_max_bytes=8)
+    inspector = make_inspector(dead_letter_payload_max_bytes=8)
     letter = DeadLetter.from_json(
-        _by_role(inspector.inspect([_frame("g", b"0123456789junk")]))[topics.DEAD_LETTERS][0].value
+        _by_role(inspector.inspect([incoming_frame("g", b"0123456789junk")]))[topics.DEAD_LETTERS][0].value
     )
     assert letter.payload_b64 is None and letter.payload_bytes == 14 and len(letter.payload_sha256) == 64
 
 
 def test_raw_frames_are_inspected():
-    inspector = _inspector()
+    inspector = make_inspector()
     gray = np.full((20, 30, 1), 230, np.uint8).tobytes()
-    frame = _frame("raw", gray, content_type="image/x-raw", raw_shape="20x30x1")
+    frame = incoming_frame("raw", gray, content_type="image/x-raw", raw_shape="20x30x1")
     result = InspectionResult.from_json(_by_role(inspector.inspect([frame]))[topics.RESULTS][0].value)
     assert result.label == "ok"
 
 
 def test_fail_safe_covers_every_frame():
-    inspector = _inspector()
-    out = _by_role(inspector.fail_safe([_frame("a", _jpeg(1)), _frame("b", _jpeg(1))], "inspection_error", "boom"))
+    inspector = make_inspector()
+    out = _by_role(
+        inspector.fail_safe(
+            [incoming_frame("a", flat_jpeg(1)), incoming_frame("b", flat_jpeg(1))], "inspection_error", "boom"
+        )
+    )
     assert len(out[topics.DEAD_LETTERS]) == 2 and len(out[topics.REJECT_COMMANDS]) == 2
 
 
@@ -190,13 +169,15 @@ def test_ok_class_and_threshold_classes_must_exist():
     with pytest.raises(ValueError, match="ok class 'good'"):
         FrameInspector(FixedEngine(), decisions=DecisionPolicy("good"), worker_id="w")
     with pytest.raises(ValueError, match="unknown classes \\['scrach'\\]"):
-        _inspector(thresholds="0.5,scrach=0.9")
+        make_inspector(thresholds="0.5,scrach=0.9")
 
 
 def test_swap_engine_tags_results_and_refuses_a_mismatched_model():
-    inspector = _inspector()
+    inspector = make_inspector()
     inspector.swap_engine(FixedEngine(version="fixed-2"))
-    result = InspectionResult.from_json(_by_role(inspector.inspect([_frame("a", _jpeg(220))]))[topics.RESULTS][0].value)
+    result = InspectionResult.from_json(
+        _by_role(inspector.inspect([incoming_frame("a", flat_jpeg(220))]))[topics.RESULTS][0].value
+    )
     assert result.model_version == "fixed-2"
     with pytest.raises(ValueError, match="ok class"):
         inspector.swap_engine(FixedEngine(version="fixed-3", class_names=("good", "scratch")))
@@ -214,19 +195,21 @@ def test_an_unexpected_decode_error_costs_only_that_frame(monkeypatch):
         return real(data, min_side=min_side)
 
     monkeypatch.setattr(inspection, "decode_image", flaky)
-    out = _by_role(_inspector().inspect([_frame("bad", b"boom"), _frame("good", _jpeg(220), offset=1)]))
+    out = _by_role(
+        make_inspector().inspect([incoming_frame("bad", b"boom"), incoming_frame("good", flat_jpeg(220), offset=1)])
+    )
     assert DeadLetter.from_json(out[topics.DEAD_LETTERS][0].value).reason == "decode_error"
     assert [InspectionResult.from_json(o.value).part_id for o in out[topics.RESULTS]] == ["good"]
 
 
 def test_a_batch_keeps_the_model_it_was_decoded_for_across_a_swap():
-    inspector = _inspector()
-    decoded = inspector.decode([_frame("a", _jpeg(220)), _frame("bad", b"")])
+    inspector = make_inspector()
+    decoded = inspector.decode([incoming_frame("a", flat_jpeg(220)), incoming_frame("bad", b"")])
     inspector.swap_engine(FixedEngine(version="fixed-2"))  # lands between the decode and inference stages
     by = _by_role(inspector.decide(inspector.infer(decoded)))
     assert [InspectionResult.from_json(o.value).model_version for o in by[topics.RESULTS]] == ["fixed-1"]
     assert len(by[topics.DEAD_LETTERS]) == 1
-    later = _by_role(inspector.inspect([_frame("b", _jpeg(220))]))
+    later = _by_role(inspector.inspect([incoming_frame("b", flat_jpeg(220))]))
     assert InspectionResult.from_json(later[topics.RESULTS][0].value).model_version == "fixed-2"
 
 
@@ -235,8 +218,10 @@ def test_a_batch_with_no_readable_frame_skips_the_model():
         def predict(self, batch):
             raise AssertionError("the model must not run on an empty batch")
 
-    inspector = _inspector(NoCalls())
-    inferred = inspector.infer(inspector.decode([_frame("bad", b""), _frame("junk", b"0123456789junk")]))
+    inspector = make_inspector(NoCalls())
+    inferred = inspector.infer(
+        inspector.decode([incoming_frame("bad", b""), incoming_frame("junk", b"0123456789junk")])
+    )
     assert inferred.probs is None
     by = _by_role(inspector.decide(inferred))
     assert len(by[topics.DEAD_LETTERS]) == 2 and len(by[topics.REJECT_COMMANDS]) == 2
@@ -250,7 +235,11 @@ def test_a_non_finite_model_output_fails_safe():
             out[0] = np.nan  # the first frame of the batch
             return out
 
-    by = _by_role(_inspector(Broken()).inspect([_frame("nan", _jpeg(220)), _frame("fine", _jpeg(220), offset=1)]))
+    by = _by_role(
+        make_inspector(Broken()).inspect(
+            [incoming_frame("nan", flat_jpeg(220)), incoming_frame("fine", flat_jpeg(220), offset=1)]
+        )
+    )
     assert [InspectionResult.from_json(o.value).part_id for o in by[topics.RESULTS]] == ["fine"]
     (letter,) = [DeadLetter.from_json(o.value) for o in by[topics.DEAD_LETTERS]]
     assert letter.reason == "non_finite_output" and letter.headers["part_id"] == "nan"
@@ -260,8 +249,10 @@ def test_a_non_finite_model_output_fails_safe():
 
 def test_the_decide_stage_hands_over_records_already_encoded(monkeypatch):
     """The worker runs decide in its own thread and sends from the event loop: nothing may be encoded on the loop."""
-    inspector = _inspector()
-    inferred = inspector.infer(inspector.decode([_frame("bad", _jpeg(30)), _frame("good", _jpeg(220))]))
+    inspector = make_inspector()
+    inferred = inspector.infer(
+        inspector.decode([incoming_frame("bad", flat_jpeg(30)), incoming_frame("good", flat_jpeg(220))])
+    )
     out = inspector.decide(inferred)
     encoded = {id(o): o.value for o in out}
 

@@ -12,8 +12,8 @@ from streams.inspection import Outgoing
 from streams.kafka import topics
 from streams.kafka.output_producer import ProducerFailed
 from streams.worker.delivery import deliver_outputs
-from tests.schemas.test_records import EXAMPLES
-from tests.streams.test_inspection import _frame, _inspector, _jpeg
+from tests.schemas.examples import EXAMPLES
+from tests.streams.frames import flat_jpeg, incoming_frame, make_inspector
 
 TOPICS = {
     role: f"t.{role}"
@@ -44,7 +44,9 @@ class ScriptedProducer:
 
 def _outgoing():
     """Two defective parts: a result and a reject command each, results first as the inspector builds them."""
-    outgoing = _inspector().inspect([_frame("p1", _jpeg(30)), _frame("p2", _jpeg(30), offset=1)])
+    outgoing = make_inspector().inspect(
+        [incoming_frame("p1", flat_jpeg(30)), incoming_frame("p2", flat_jpeg(30), offset=1)]
+    )
     assert sorted(o.role for o in outgoing) == sorted([topics.RESULTS] * 2 + [topics.REJECT_COMMANDS] * 2)
     return outgoing
 

@@ -6,7 +6,7 @@ import pytest
 from streams.kafka import topics
 from streams.settings import Settings
 from streams.worker.stages import InspectionStages
-from tests.streams.test_inspection import FixedEngine, _frame, _inspector, _jpeg
+from tests.streams.frames import FixedEngine, flat_jpeg, incoming_frame, make_inspector
 
 
 class TwoAtOnceEngine(FixedEngine):
@@ -29,8 +29,12 @@ class TwoAtOnceEngine(FixedEngine):
 
 
 def test_a_batch_goes_through_every_stage_and_comes_back_with_its_own_verdicts():
-    stages = InspectionStages(_inspector())
-    frames = [_frame("bright", _jpeg(220)), _frame("dark", _jpeg(30), offset=1), _frame("empty", b"", offset=2)]
+    stages = InspectionStages(make_inspector())
+    frames = [
+        incoming_frame("bright", flat_jpeg(220)),
+        incoming_frame("dark", flat_jpeg(30), offset=1),
+        incoming_frame("empty", b"", offset=2),
+    ]
     outgoing, compute_s = asyncio.run(stages.run(frames))
     stages.shutdown()
     results = {o.record.part_id: o.record.decision for o in outgoing if o.role == topics.RESULTS}
@@ -42,12 +46,12 @@ def test_a_batch_goes_through_every_stage_and_comes_back_with_its_own_verdicts()
 
 def test_the_engine_gets_as_many_batches_at_once_as_it_infers_and_no_more():
     engine = TwoAtOnceEngine()
-    stages = InspectionStages(_inspector(engine), decode_threads=3)
+    stages = InspectionStages(make_inspector(engine), decode_threads=3)
     assert stages.threads == {"decode": 3, "infer": 2, "decide": 1}
     assert stages.batches_to_keep_busy == 12
 
     async def many():
-        batches = [[_frame(f"b{b}-{i}", _jpeg(220), offset=i) for i in range(2)] for b in range(6)]
+        batches = [[incoming_frame(f"b{b}-{i}", flat_jpeg(220), offset=i) for i in range(2)] for b in range(6)]
         return await asyncio.gather(*(stages.run(batch) for batch in batches))
 
     done = asyncio.run(many())
@@ -59,11 +63,11 @@ def test_the_engine_gets_as_many_batches_at_once_as_it_infers_and_no_more():
 
 def test_no_decode_thread_is_refused():
     with pytest.raises(ValueError, match="decode_threads"):
-        InspectionStages(_inspector(), decode_threads=0)
+        InspectionStages(make_inspector(), decode_threads=0)
 
 
 def test_too_few_batches_in_flight_for_the_stage_threads_is_named():
-    stages = InspectionStages(_inspector(TwoAtOnceEngine()), decode_threads=2)
+    stages = InspectionStages(make_inspector(TwoAtOnceEngine()), decode_threads=2)
     assert stages.in_flight_warning(10) is None
     assert "max_batches_in_flight=9" in stages.in_flight_warning(9)
     stages.shutdown()
@@ -71,34 +75,34 @@ def test_too_few_batches_in_flight_for_the_stage_threads_is_named():
     defaults = Settings()
     engine = TwoAtOnceEngine()
     assert defaults.inference_streams == engine.concurrent_batches
-    stages = InspectionStages(_inspector(engine), decode_threads=defaults.decode_threads)
+    stages = InspectionStages(make_inspector(engine), decode_threads=defaults.decode_threads)
     assert stages.in_flight_warning(defaults.max_batches_in_flight) is None
     stages.shutdown()
 
 
 def test_after_a_reload_the_inference_threads_follow_the_new_engine():
-    inspector = _inspector(TwoAtOnceEngine())
+    inspector = make_inspector(TwoAtOnceEngine())
     stages = InspectionStages(inspector)
     assert stages.threads["infer"] == 2
     inspector.swap_engine(FixedEngine(version="one-at-a-time"))
     stages.follow_engine()
     assert stages.threads["infer"] == 1 and stages.batches_to_keep_busy == 6
-    outgoing, _ = asyncio.run(stages.run([_frame("p1", _jpeg(220))]))
+    outgoing, _ = asyncio.run(stages.run([incoming_frame("p1", flat_jpeg(220))]))
     stages.shutdown()
     assert [o.record.model_version for o in outgoing if o.role == topics.RESULTS] == ["one-at-a-time"]
 
 
 def test_a_batch_keeps_the_model_serving_when_it_was_taken_even_if_decoded_after_a_reload():
-    inspector = _inspector(FixedEngine(version="old"))
+    inspector = make_inspector(FixedEngine(version="old"))
     stages = InspectionStages(inspector)
     release = threading.Event()
     stages._pools["decode"].submit(release.wait)  # the decode thread is busy: the batch waits for it
 
     async def taken_then_reloaded():
-        before = asyncio.ensure_future(stages.run([_frame("before", _jpeg(220))]))
+        before = asyncio.ensure_future(stages.run([incoming_frame("before", flat_jpeg(220))]))
         await asyncio.sleep(0.05)  # taken (and its model chosen), not decoded yet
         inspector.swap_engine(FixedEngine(version="new"))
-        after = asyncio.ensure_future(stages.run([_frame("after", _jpeg(220))]))
+        after = asyncio.ensure_future(stages.run([incoming_frame("after", flat_jpeg(220))]))
         release.set()
         return await before, await after
 

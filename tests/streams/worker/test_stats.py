@@ -2,8 +2,7 @@ import pytest
 
 from schemas.records import DeadLetter, InspectionResult, LineCounts, SchemaError
 from streams.worker import stats
-from tests.schemas.test_records import EXAMPLES
-from tests.schemas.test_records import _result as result_record
+from tests.schemas.examples import EXAMPLES, result_record
 
 
 def _result(decision: str = "pass", label: str = "ok", late: bool = False, total_ms: float = 40.0) -> InspectionResult:
