@@ -2,8 +2,9 @@
 reports actuations and misses.
 
 A PLC bridge embeds :class:`RejectGate`: call :meth:`poll` in the control loop, actuate what it returns, then
-:meth:`acknowledge` it. Offsets are committed only for acknowledged commands, so a bridge that crashes
-mid-actuation gets the unacknowledged commands again instead of losing them.
+:meth:`acknowledge` it. A partition's offset is committed only up to its first command that is not settled yet
+(acknowledged, or a miss, stale, unreadable or another line's, which the gate settles itself), so a bridge that
+crashes mid-actuation gets the unacknowledged commands again instead of losing them.
 
 A command that arrives after its deadline (or that the worker already flagged ``late``) is a **miss**: its part
 may be past the gate, and actuating now could hit the part behind it. Misses are never dropped silently: they go
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from schemas.records import RejectCommand, SchemaError
@@ -78,13 +79,15 @@ class RejectGate:
         self.line_id = line_id or settings.line_id
         self.stale_after_ns = int(settings.gate_stale_after_s * 1e9)
         group = group_id or f"{settings.app_id}-gate-{self.line_id}"
-        # Offsets are stored by acknowledge(), not when a message is handed out.
-        self.consumer = Consumer(gate_consumer_config(settings, group))
-        self.consumer.subscribe([settings.topic(topics.REJECT_COMMANDS)])
         self.stats = GateStats()
         self.metrics = metrics or GateMetrics()
         self.on_missed = on_missed or _log_miss
         self._messages: dict[int, Message] = {}
+        # Per partition, the offsets handed out and whether each is settled, in the order consumed.
+        self._open: dict[tuple[str, int], dict[int, bool]] = {}
+        # Offsets are stored by _settle(), not when a message is handed out.
+        self.consumer = Consumer(gate_consumer_config(settings, group))
+        self.consumer.subscribe([settings.topic(topics.REJECT_COMMANDS)], on_revoke=self._forget, on_lost=self._forget)
 
     def poll(self, timeout_s: float = 0.1) -> list[RejectCommand]:
         """This line's reject commands that arrived in time, within ``timeout_s``; misses go to ``on_missed``."""
@@ -98,6 +101,7 @@ class RejectGate:
             if msg.error():
                 log.error("reject-command consumer error: %s", msg.error())
                 continue
+            self._open.setdefault((msg.topic(), msg.partition()), {})[msg.offset()] = False
             arrival_ns = time.time_ns()
             try:
                 cmd = RejectCommand.from_json(msg.value())
@@ -106,11 +110,11 @@ class RejectGate:
                 self.stats.unreadable += 1
                 self.metrics.commands.labels(self.line_id, "unknown", "unreadable").inc()
                 log.error("unreadable reject command at offset %d: %s", msg.offset(), exc)
-                self.consumer.store_offsets(msg)
+                self._settle(msg)
                 continue
             if cmd.line_id != self.line_id:
                 self.stats.other_lines += 1
-                self.consumer.store_offsets(msg)
+                self._settle(msg)
                 continue
             age_ns = arrival_ns - cmd.capture_ts_ns
             if age_ns > self.stale_after_ns:
@@ -122,7 +126,7 @@ class RejectGate:
                     cmd.part_id,
                     age_ns / 1e9,
                 )
-                self.consumer.store_offsets(msg)
+                self._settle(msg)
                 continue
             margin_ms = (cmd.deadline_ts_ns - arrival_ns) / 1e6
             self.stats.latencies_ms.append(age_ns / 1e6)
@@ -133,7 +137,7 @@ class RejectGate:
                 self.stats.missed += 1
                 self.metrics.commands.labels(self.line_id, cmd.action, "missed").inc()
                 self.on_missed(cmd, margin_ms)
-                self.consumer.store_offsets(msg)
+                self._settle(msg)
                 continue
             self.stats.actuated += 1
             self.metrics.commands.labels(self.line_id, cmd.action, "actuated").inc()
@@ -142,11 +146,36 @@ class RejectGate:
         return out
 
     def acknowledge(self, commands: list[RejectCommand]) -> None:
-        """Mark commands as actuated; their offsets are committed with the next auto-commit."""
+        """Mark commands as actuated; their offsets are committed with the next auto-commit once every earlier
+        command of their partition is settled too."""
         for cmd in commands:
             msg = self._messages.pop(id(cmd), None)
             if msg is not None:
-                self.consumer.store_offsets(msg)
+                self._settle(msg)
+
+    def _forget(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A partition taken away: whatever of it is not settled, its next owner gets again from the committed
+        offset, and a command of it acknowledged now must not store an offset there."""
+        for p in partitions:
+            self._open.pop((p.topic, p.partition), None)
+
+    def _settle(self, msg: Message) -> None:
+        """Store the partition's offset past its settled prefix: a settled command behind one still being actuated
+        must not commit that one away."""
+        key = (msg.topic(), msg.partition())
+        handed_out = self._open.get(key)
+        if handed_out is None or msg.offset() not in handed_out:
+            return  # handed out before a rebalance took the partition away; its new owner re-delivers it
+        handed_out[msg.offset()] = True
+        settled = None
+        while handed_out:
+            offset, done = next(iter(handed_out.items()))
+            if not done:
+                break
+            del handed_out[offset]
+            settled = offset
+        if settled is not None:
+            self.consumer.store_offsets(offsets=[TopicPartition(key[0], key[1], settled + 1)])
 
     def run(self, stop: threading.Event, on_command: Callable[[RejectCommand], None] | None = None) -> GateStats:
         report = on_command or (
