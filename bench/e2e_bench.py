@@ -37,7 +37,6 @@ import contextlib
 import json
 import os
 import queue
-import signal
 import statistics
 import threading
 import time
@@ -63,6 +62,7 @@ from streams.kafka.reader import TopicReader
 from streams.kafka.topics import create_topics
 from streams.quantiles import nearest_rank
 from streams.settings import Settings
+from streams.shutdown import interrupt, on_sigterm
 from streams.worker.process import WorkerProcess
 
 
@@ -358,22 +358,31 @@ def warm_up(
     return trace
 
 
-def is_idle(cpu_s_in_a_second: float, pids: Processes, busy_share: float) -> bool:
-    """Under ``busy_share`` of one core for each worker process: an idle worker's own polling stays under it,
-    six of them together would not (on a 16-core GPU machine the bench then waited out every timeout)."""
-    return cpu_s_in_a_second < busy_share * max(1, len(pids.get("worker", ())))
+def is_idle(used_s: dict[int, float], pids: Processes, busy_share: float) -> bool:
+    """Whether the processes used (``used_s``: CPU seconds over one second, by pid) under ``busy_share`` of one
+    core together, for each worker process, and under it each worker alone. With one worker that is the same as
+    under ``busy_share`` together; six idle workers polling would not be idle by that measure (on a 16-core GPU
+    machine the bench waited out every timeout), but one of six still catching up on a backlog is busy."""
+    workers = pids.get("worker", ())
+    return sum(used_s.values()) < busy_share * max(1, len(workers)) and all(
+        used_s.get(pid, 0.0) < busy_share for pid in workers
+    )
 
 
 def settle(pids: Processes, busy_share: float = 0.1, timeout_s: float = 60.0) -> float:
     """Wait until the processes in ``pids`` are idle over a second (``is_idle``), and return the seconds waited.
     A burst leaves work behind it (the line-stats agent catching up on thousands of results, the broker's
     background work); a fixed-rate round that started into it would time that backlog."""
+
+    def per_pid() -> dict[int, float]:
+        return {pid: cpu_seconds(pid) for group in pids.values() for pid in group}
+
     start = time.monotonic()
-    last = sum(role_cpu_seconds(pids).values())
+    last = per_pid()
     while time.monotonic() - start < timeout_s:
         time.sleep(1.0)
-        now = sum(role_cpu_seconds(pids).values())
-        if is_idle(now - last, pids, busy_share):
+        now = per_pid()
+        if is_idle({pid: now[pid] - last[pid] for pid in now}, pids, busy_share):
             return time.monotonic() - start
         last = now
     print(f"warning: still busy after {timeout_s:.0f} s; timing the round anyway", flush=True)
@@ -685,5 +694,5 @@ def print_table(result: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     # Ended by `timeout` or a job runner (SIGTERM), the bench still stops the broker and the workers it started.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    on_sigterm(interrupt)
     main(get_args_parser().parse_args())

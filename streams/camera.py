@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -114,15 +115,19 @@ class CameraGateway:
         fps: float | None = None,
         jitter_ms: float = 0.0,
         seed: int | None = None,
+        stop: threading.Event | None = None,
     ) -> CameraStats:
         """Send every frame of ``frames`` at ``fps`` (None: as fast as possible; ``jitter_ms``: each frame moved by
-        up to that much either way, without drifting from the nominal rate), then flush."""
+        up to that much either way, without drifting from the nominal rate), then flush. ``stop`` set: no frame
+        after the one being sent; what was sent is still flushed."""
         interval = 1.0 / fps if fps else 0.0
         rng = random.Random(seed)
         nominal = time.perf_counter()
         self.stats.started = time.monotonic()
         try:
             for label, image, content_type in frames:
+                if stop is not None and stop.is_set():
+                    break
                 if interval:
                     due = nominal + (rng.uniform(-jitter_ms, jitter_ms) / 1000 if jitter_ms else 0.0)
                     delay = due - time.perf_counter()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
 
 from streams.settings import Settings
+from streams.shutdown import interrupt, on_sigterm, stop_event_on_sigterm
 
 
 def _add_kafka_flags(p: argparse.ArgumentParser) -> None:
@@ -159,11 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kafka = ("kafka_bootstrap_servers", "topic_prefix")
     if args.command != "worker":  # Faust handles its own signals
-        # `docker stop`, Kubernetes and systemd stop with SIGTERM, whose default ends Python without running a
-        # `finally` (and a container's PID 1 ignores it): the camera would not flush frames it had accepted, the
-        # gate and the sink would hold their consumer group until the session times out, the demo would leave its
-        # broker running. As Ctrl-C, it ends each command the orderly way.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # As Ctrl-C, unless the command stops on an event instead (camera, gate, dataset-sink).
+        on_sigterm(interrupt)
 
     if args.command == "broker":
         from streams.kafka.broker import LocalKafka, fetch_jars
@@ -222,10 +219,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = _with_cluster(_settings(args, *kafka, "line_id", "camera_id"))
         frames = open_source(args.source, args.frames, seed=args.seed)
         gateway = CameraGateway(settings)
+        stop = stop_event_on_sigterm()  # stops between frames, so the last send and the flush complete
         try:
-            stats = gateway.run(frames, fps=args.fps or None, jitter_ms=args.jitter_ms)
-        except KeyboardInterrupt:  # run() has flushed what was sent before returning here
+            stats = gateway.run(frames, fps=args.fps or None, jitter_ms=args.jitter_ms, stop=stop)
+        except KeyboardInterrupt:  # Ctrl-C; run() flushed on the way out
             stats = gateway.stats
+            stop.set()
+        if stop.is_set():
             print("[camera] stopped")
         print(
             f"sent {stats.sent}, delivered {stats.delivered}, failed {stats.failed}; "
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             from prometheus_client import start_http_server
 
             start_http_server(args.metrics_port, registry=gate.metrics.registry)
-        stop = threading.Event()
+        stop = stop_event_on_sigterm()  # the commands of the last poll are reported and acknowledged first
         if args.duration:
             timer = threading.Timer(args.duration, stop.set)
             timer.daemon = True  # Ctrl-C before the duration must not wait for the timer
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = _with_cluster(_settings(args, *kafka))
         sink = DatasetSink(settings, args.out)
-        stop = threading.Event()
+        stop = stop_event_on_sigterm()  # the samples of the last poll are written and committed first
         if args.duration:
             timer = threading.Timer(args.duration, stop.set)
             timer.daemon = True

@@ -149,10 +149,13 @@ def test_several_workers_count_as_one_role_and_none_is_refused(tmp_path):
             e2e_bench.main(args)
 
 
-def test_idle_means_under_a_tenth_of_a_core_per_worker():
-    one, six = {"worker": (1,), "kafka broker": (2,)}, {"worker": tuple(range(6)), "kafka broker": (9,)}
-    assert e2e_bench.is_idle(0.09, one, 0.1)
-    assert not e2e_bench.is_idle(0.15, one, 0.1)  # one worker still catching up is busy
-    assert e2e_bench.is_idle(0.3, six, 0.1)  # six idle workers polling, 5% of a core each
-    assert not e2e_bench.is_idle(0.7, six, 0.1)
-    assert not e2e_bench.is_idle(0.15, {"kafka broker": (2,)}, 0.1)
+def test_idle_means_under_a_tenth_of_a_core_per_worker_and_each_worker_under_it_alone():
+    one = {"worker": (1,), "kafka broker": (2,)}
+    assert e2e_bench.is_idle({1: 0.05, 2: 0.04}, one, 0.1)
+    assert not e2e_bench.is_idle({1: 0.05, 2: 0.07}, one, 0.1)  # one worker: under a tenth of a core together
+    six = {"worker": tuple(range(1, 7)), "kafka broker": (9,)}
+    polling = {pid: 0.05 for pid in range(1, 7)} | {9: 0.03}
+    assert e2e_bench.is_idle(polling, six, 0.1)  # six idle workers polling
+    assert not e2e_bench.is_idle(polling | {3: 0.2}, six, 0.1)  # one of them still catching up
+    assert not e2e_bench.is_idle({pid: 0.09 for pid in range(1, 7)} | {9: 0.1}, six, 0.1)
+    assert not e2e_bench.is_idle({9: 0.15}, {"kafka broker": (9,)}, 0.1)

@@ -1,9 +1,11 @@
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -53,21 +55,27 @@ def test_topics_create_via_cli(kafka):
     assert second.count("exists") == len(declared)
 
 
-def _start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", *args],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@contextlib.contextmanager
+def _running_cli(*args: str, env: dict[str, str], logs: Path):
+    """The command in a child process, its output in files (an unread pipe could fill and block it); killed on the
+    way out if a failed assertion left it running."""
+    with open(logs / "out", "w") as out, open(logs / "err", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args], env={**os.environ, **env}, stdout=out, stderr=err, text=True
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def _group_members(admin, group: str) -> int:
     return len(admin.describe_consumer_groups([group])[group].result(timeout=10).members)
 
 
-def _wait_for(condition, what: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+def _wait_for(condition, what: str, proc: subprocess.Popen | None = None, timeout_s: float = 60.0) -> None:
     def holds() -> bool:
         try:
             return condition()
@@ -76,15 +84,15 @@ def _wait_for(condition, what: str, proc: subprocess.Popen, timeout_s: float = 6
 
     deadline = time.monotonic() + timeout_s
     while not holds():
-        if proc.poll() is not None:
-            pytest.fail(f"{what}: the command exited early: {proc.communicate()}")
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: the command exited early (returncode {proc.returncode})")
         if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"{what}: not within {timeout_s:.0f} s: {proc.communicate()}")
+            pytest.fail(f"{what}: not within {timeout_s:.0f} s")
         time.sleep(0.2)
 
 
-def test_sigterm_stops_the_gate_in_order_and_it_leaves_its_group_at_once(kafka_settings):
+@pytest.mark.integration
+def test_sigterm_stops_the_gate_in_order_and_it_leaves_its_group_at_once(kafka_settings, tmp_path):
     # Without an orderly close the group keeps the dead member until its session times out (10 s), and a
     # replacement gate on that line waits that long for its commands.
     admin = AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
@@ -93,16 +101,17 @@ def test_sigterm_stops_the_gate_in_order_and_it_leaves_its_group_at_once(kafka_s
         "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.kafka_bootstrap_servers,
         "DEFECTSTREAM_APP_ID": kafka_settings.app_id,
     }
-    gate = _start_cli("gate", "--line", "line-sig", "--topic-prefix", kafka_settings.topic_prefix, env=env)
-    _wait_for(lambda: _group_members(admin, group) == 1, "the gate joined its group", gate)
-    gate.send_signal(signal.SIGTERM)
-    out, err = gate.communicate(timeout=30)
-    assert gate.returncode == 0, err
-    assert "line line-sig: 0 actuated" in out
-    assert _group_members(admin, group) == 0
+    args = ("gate", "--line", "line-sig", "--topic-prefix", kafka_settings.topic_prefix)
+    with _running_cli(*args, env=env, logs=tmp_path) as gate:
+        _wait_for(lambda: _group_members(admin, group) == 1, "the gate joined its group", gate)
+        gate.send_signal(signal.SIGTERM)
+        assert gate.wait(timeout=30) == 0, (tmp_path / "err").read_text()
+    assert "line line-sig: 0 actuated" in (tmp_path / "out").read_text()
+    _wait_for(lambda: _group_members(admin, group) == 0, "the gate left its group", timeout_s=3)
 
 
-def test_sigterm_stops_the_camera_with_every_sent_frame_delivered(kafka_settings):
+@pytest.mark.integration
+def test_sigterm_stops_the_camera_with_every_sent_frame_delivered(kafka_settings, tmp_path):
     topic = kafka_settings.topic(topics.FRAMES)
     consumer = Consumer({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers, "group.id": "sig-count"})
 
@@ -112,14 +121,17 @@ def test_sigterm_stops_the_camera_with_every_sent_frame_delivered(kafka_settings
 
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_settings.kafka_bootstrap_servers}
     args = ("camera", "--frames", "100000", "--fps", "200", "--topic-prefix", kafka_settings.topic_prefix)
-    camera = _start_cli(*args, env=env)
-    _wait_for(lambda: frames_in_topic() >= 50, "the camera's first frames arrived", camera)
-    camera.send_signal(signal.SIGTERM)
-    out, err = camera.communicate(timeout=60)
-    assert camera.returncode == 0, err
-    summary = re.search(r"sent (\d+), delivered (\d+), failed (\d+)", out)
-    assert summary, out
-    sent, delivered, failed = map(int, summary.groups())
-    assert 50 <= sent < 100000 and delivered == sent and failed == 0
-    assert frames_in_topic() == sent
-    consumer.close()
+    try:
+        with _running_cli(*args, env=env, logs=tmp_path) as camera:
+            _wait_for(lambda: frames_in_topic() >= 50, "the camera's first frames arrived", camera)
+            camera.send_signal(signal.SIGTERM)
+            assert camera.wait(timeout=60) == 0, (tmp_path / "err").read_text()
+        out = (tmp_path / "out").read_text()
+        assert "[camera] stopped" in out
+        summary = re.search(r"sent (\d+), delivered (\d+), failed (\d+)", out)
+        assert summary, out
+        sent, delivered, failed = map(int, summary.groups())
+        assert 50 <= sent < 100000 and delivered == sent and failed == 0
+        assert frames_in_topic() == sent
+    finally:
+        consumer.close()

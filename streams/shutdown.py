@@ -1,0 +1,35 @@
+"""SIGTERM as an orderly stop.
+
+`docker stop`, Kubernetes and systemd stop a process with SIGTERM, whose default ends Python without running a
+``finally`` (and a container's PID 1 ignores it until the SIGKILL that follows). Commands that own resources (a
+producer with frames in flight, a consumer in a group, a broker they started) install one of these instead.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+
+
+def on_sigterm(action: Callable[[], None]) -> None:
+    """Run ``action`` on the first SIGTERM; later ones are ignored, so that they cannot cut the stop short."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        action()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def interrupt() -> None:
+    """For ``on_sigterm``: stop as on Ctrl-C, through the ``finally`` blocks and ``except KeyboardInterrupt``."""
+    raise KeyboardInterrupt
+
+
+def stop_event_on_sigterm() -> threading.Event:
+    """An event the first SIGTERM sets, for loops that check one between units of work: nothing is raised inside
+    a Kafka client call, so a send or a flush in progress completes."""
+    stop = threading.Event()
+    on_sigterm(stop.set)
+    return stop

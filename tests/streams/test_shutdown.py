@@ -1,0 +1,54 @@
+"""SIGTERM handlers, each in a fresh interpreter as the commands run: the test process itself holds threads of
+native libraries (OpenVINO, librdkafka) and once crashed when it signalled itself after the engine tests."""
+
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import os, signal, sys, time
+from streams.shutdown import interrupt, on_sigterm, stop_event_on_sigterm
+
+def sigterm_self():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)  # the handler runs in the main thread at the next bytecode
+
+case = sys.argv[1]
+if case == "once":
+    calls = []
+    on_sigterm(lambda: calls.append(1))
+    sigterm_self()
+    sigterm_self()  # would end this process if it were not ignored
+    print("calls", len(calls))
+elif case == "interrupt":
+    on_sigterm(interrupt)
+    try:
+        sigterm_self()
+        print("not interrupted")
+    except KeyboardInterrupt:
+        print("interrupted")
+elif case == "event":
+    stop = stop_event_on_sigterm()
+    print("before", stop.is_set())
+    sigterm_self()
+    print("after", stop.is_set())
+"""
+
+
+def _run(case: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, case], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+@pytest.mark.parametrize(
+    ("case", "printed"),
+    [
+        ("once", ["calls", "1"]),  # the first SIGTERM runs the action, later ones are ignored
+        ("interrupt", ["interrupted"]),  # as Ctrl-C: through finally blocks and except KeyboardInterrupt
+        ("event", ["before", "False", "after", "True"]),
+    ],
+)
+def test_sigterm_handlers(case, printed):
+    assert _run(case) == printed
