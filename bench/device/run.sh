@@ -6,7 +6,8 @@
 set -u
 t0=$(date +%s)
 OUT=${OUT:-bench/results}  # the device tool sets OUT to the folder it brings back
-mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+mkdir -p "$OUT" && OUT=$(CDPATH= cd -- "$OUT" && pwd -P) || exit 1
+stamp=$(date +%H%M%S)  # pairs the bench log with its workers' logs
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 JAVA_HOME=/tmp/jre/jre
 if [ -z "${SKIP_SETUP:-}" ]; then
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit 1
@@ -19,10 +20,11 @@ python3 -c "import torch, faust, confluent_kafka; print('torch', torch.__version
 python3 bench/device/make_model.py /tmp/model.pt || exit 1
 fi
 export DEFECTSTREAM_MAX_BATCHES_IN_FLIGHT=${DEFECTSTREAM_MAX_BATCHES_IN_FLIGHT:-12}
-timeout ${BENCH_TIMEOUT:-400} python3 -m bench.e2e_bench --model /tmp/model.pt --out $OUT "$@" 2>&1 | tee $OUT/e2e-$(date +%H%M%S).log
+# -k: the bench stops its workers and broker on SIGTERM; if that hangs, it is killed two minutes later.
+timeout -k 120 ${BENCH_TIMEOUT:-400} python3 -m bench.e2e_bench --model /tmp/model.pt --out "$OUT" "$@" 2>&1 | tee "$OUT/e2e-$stamp.log"
 echo "bench rc ${PIPESTATUS[0]} after $(( $(date +%s) - t0 )) s"
 # One archive for the workers' logs: the device tool brings back at most 8 files, and 6 workers' logs would crowd out
 # the JSON (as they did on 2026-11-27).
 run_dir="$(python3 -c 'from streams.settings import Settings; print(Settings().cache_dir)')/run"
-(cd "$run_dir" && tar czf "$OUT/e2e-workers-$(date +%H%M%S).tgz" e2e-worker-*.log && rm -f e2e-worker-*.log) 2>/dev/null
-ls $OUT
+(cd "$run_dir" && tar czf "$OUT/e2e-workers-$stamp.tgz" e2e-worker-*.log && rm -f e2e-worker-*.log) || echo "no worker logs archived"
+ls "$OUT"
