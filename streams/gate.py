@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GateStats:
-    actuated: int = 0  # on time, handed to the bridge
+    handed_out: int = 0  # on time, handed to the bridge
+    actuated: int = 0  # handed out and acknowledged by the bridge
     missed: int = 0  # arrived after the deadline or decided late
     stale: int = 0
     other_lines: int = 0
@@ -45,7 +46,8 @@ class GateStats:
 
     @property
     def commands(self) -> int:
-        return self.actuated + self.missed
+        """This line's commands that were on time or missed (stale, unreadable and other lines' left out)."""
+        return self.handed_out + self.missed
 
 
 class GateMetrics:
@@ -53,7 +55,8 @@ class GateMetrics:
         self.registry = registry or CollectorRegistry()
         self.commands = Counter(
             "defectstream_gate_commands_total",
-            "Reject commands seen by the gate, by line, action and outcome (actuated, missed, stale, unreadable)",
+            "Reject commands seen by the gate, by line, action and outcome (actuated: acknowledged by the bridge; "
+            "missed, stale, unreadable)",
             ["line", "action", "outcome"],
             registry=self.registry,
         )
@@ -139,18 +142,20 @@ class RejectGate:
                 self.on_missed(cmd, margin_ms)
                 self._settle(msg)
                 continue
-            self.stats.actuated += 1
-            self.metrics.commands.labels(self.line_id, cmd.action, "actuated").inc()
+            self.stats.handed_out += 1
             self._messages[id(cmd)] = msg
             out.append(cmd)
         return out
 
     def acknowledge(self, commands: list[RejectCommand]) -> None:
-        """Mark commands as actuated; their offsets are committed with the next auto-commit once every earlier
-        command of their partition is settled too."""
+        """Mark commands as actuated; they are counted as actuations only now (a bridge that crashes before this
+        has actuated nothing), and their offsets are committed with the next auto-commit once every earlier command
+        of their partition is settled too."""
         for cmd in commands:
             msg = self._messages.pop(id(cmd), None)
             if msg is not None:
+                self.stats.actuated += 1
+                self.metrics.commands.labels(self.line_id, cmd.action, "actuated").inc()
                 self._settle(msg)
 
     def _forget(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

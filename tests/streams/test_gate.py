@@ -64,13 +64,17 @@ def test_gate_acts_on_fresh_commands_of_its_line_only(kafka_settings):
     thread.join(10)
     assert [c.part_id for c in acted] == ["a", "c"]
     assert (gate.stats.stale, gate.stats.other_lines, gate.stats.unreadable) == (1, 1, 1)
-    samples = {
+    assert _outcomes(gate)[(("action", "reject"), ("line", "line-1"), ("outcome", "actuated"))] == 2
+
+
+def _outcomes(gate: RejectGate) -> dict[tuple, float]:
+    """defectstream_gate_commands_total by its sorted labels."""
+    return {
         tuple(sorted(s.labels.items())): s.value
         for family in gate.metrics.registry.collect()
         for s in family.samples
         if s.name == "defectstream_gate_commands_total"
     }
-    assert samples[(("action", "reject"), ("line", "line-1"), ("outcome", "actuated"))] == 2
 
 
 def test_commands_past_their_deadline_are_misses_not_actuations(kafka_settings):
@@ -85,7 +89,7 @@ def test_commands_past_their_deadline_are_misses_not_actuations(kafka_settings):
     assert [c.part_id for c in got] == ["fine"]
     assert [p for p, _ in missed] == ["expired", "flagged"]
     assert missed[0][1] < -900  # about a second past its deadline
-    assert (gate.stats.actuated, gate.stats.missed) == (1, 2)
+    assert (gate.stats.handed_out, gate.stats.missed) == (1, 2)
 
 
 def test_unacknowledged_commands_come_back_after_a_restart(kafka_settings):
@@ -95,6 +99,9 @@ def test_unacknowledged_commands_come_back_after_a_restart(kafka_settings):
     got = _poll_until(first, 2)
     assert [c.part_id for c in got] == ["p1", "p2"]
     first.acknowledge(got[:1])  # actuated p1, then the bridge crashed before p2
+    # p2 was handed out but never actuated: it must not count as an actuation, in the stats or the metric.
+    assert (first.stats.handed_out, first.stats.actuated) == (2, 1)
+    assert _outcomes(first)[(("action", "reject"), ("line", "line-1"), ("outcome", "actuated"))] == 1
     first.consumer.commit(asynchronous=False)
     first.consumer.close()
     second = RejectGate(kafka_settings, group_id=group)
