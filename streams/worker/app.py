@@ -114,6 +114,27 @@ def model_fingerprint(path: Path | None) -> str | None:
     return f"{target.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def consumer_options(settings: Settings) -> dict[str, object]:
+    """The Faust app settings that decide how the worker takes frames from Kafka (bench.faust_floor uses them too)."""
+    return {
+        # Topics are declared and created in code (streams.kafka.topics), never implicitly by a worker.
+        "topic_allow_declare": False,
+        "topic_disable_leader": True,
+        # A new consumer group must start at the first unprocessed frame, never skip parts.
+        "consumer_auto_offset_reset": "earliest",
+        # Frames are large: let one fetch carry a full frame.
+        "consumer_max_fetch_size": MAX_MESSAGE_BYTES,
+        # Detect a dead worker in 10 s instead of Faust's 60 s, so its partitions move on while parts are
+        # still on their way to the gate. Heartbeats must be well inside the session timeout.
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 1.0,
+        # Commit acked offsets every second: after a crash at most ~1 s of frames is re-inspected.
+        "broker_commit_interval": 1.0,
+        # Backpressure: buffer a few batches, not Faust's 4096 frames (which could be gigabytes of images).
+        "stream_buffer_maxsize": max(32, settings.max_batch * 4),
+    }
+
+
 def create_app(
     settings: Settings,
     engine: InferenceEngine | None = None,
@@ -145,22 +166,8 @@ def create_app(
         web_host="0.0.0.0",
         # POST /predict bodies up to the frame limit (aiohttp answers 413 above it).
         web_application_options={"client_max_size": settings.max_frame_bytes + 1},
-        # Topics are declared and created in code (streams.kafka.topics), never implicitly by a worker.
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        # A new consumer group must start at the first unprocessed frame, never skip parts.
-        consumer_auto_offset_reset="earliest",
-        # Frames are large: let one fetch carry a full frame.
-        consumer_max_fetch_size=MAX_MESSAGE_BYTES,
+        **consumer_options(settings),
         producer_max_request_size=MAX_MESSAGE_BYTES,
-        # Detect a dead worker in 10 s instead of Faust's 60 s, so its partitions move on while parts are
-        # still on their way to the gate. Heartbeats must be well inside the session timeout.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
-        # Commit acked offsets every second: after a crash at most ~1 s of frames is re-inspected.
-        broker_commit_interval=1.0,
-        # Backpressure: buffer a few batches, not Faust's 4096 frames (which could be gigabytes of images).
-        stream_buffer_maxsize=max(32, settings.max_batch * 4),
         # Line stats are published by the worker that owns the line's partition; a standby copy on another
         # worker would publish the same windows again.
         table_standby_replicas=0,
