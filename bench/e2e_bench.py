@@ -407,6 +407,9 @@ def run_rate(
     # stopped, and the reader starts at the end: neither spends the round's CPU on earlier rounds' records.
     gate = RejectGate(settings, on_missed=lambda cmd, margin: on_command(cmd, missed=True))
     reader = TopicReader(settings, settings.topic(topics.RESULTS), from_end=True)
+    # The reader is the bench's instrument, not part of camera -> worker -> gate: it reads the round's results once
+    # the gate has every command, so that its fetches and parsing do not compete with the pipeline for the cores.
+    reader.consumer.pause(reader.consumer.assignment())
     while not gate.consumer.assignment():  # joined the group before the first frame
         for cmd in gate.poll(0.2):
             on_command(cmd)
@@ -418,6 +421,13 @@ def run_rate(
     cpu_before = role_cpu_seconds(pids)
     start = time.monotonic()
     stats = camera.run(((("", f, "image/jpeg") for f in islice(cycle(frames), count))), fps=fps)
+    deadline = time.monotonic() + 120
+    while len(arrivals) < count and time.monotonic() < deadline:  # every verdict is a review: a command per frame
+        time.sleep(0.05)
+    done = time.monotonic()
+    cpu = {name: round(seconds - cpu_before[name], 2) for name, seconds in role_cpu_seconds(pids).items()}
+    stop.set()
+    gate_thread.join(10)
     mine: list[InspectionResult] = []
     parsed = 0
 
@@ -429,14 +439,8 @@ def run_rate(
         parsed = len(records)
         return len(mine) >= count
 
-    reader.read_until(collect, timeout_s=120)
-    done = time.monotonic()
-    cpu = {name: round(seconds - cpu_before[name], 2) for name, seconds in role_cpu_seconds(pids).items()}
-    deadline = time.monotonic() + 30
-    while len(arrivals) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stop.set()
-    gate_thread.join(10)
+    reader.consumer.resume(reader.consumer.assignment())
+    reader.read_until(collect, timeout_s=60)
     reader.close()
     decided = sorted(r.decided_ts_ns for r in mine)
     # Sustained rate: verdicts per second between the 10th and 90th percentile of completion, past start-up.
