@@ -305,18 +305,24 @@ JIT_SETTLED_SHARE = 0.10
 JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")  # HotSpot's names, cut to 15 characters by Linux
 
 
-def jit_seconds(pid: int) -> float:
-    """CPU time so far of a HotSpot JVM's JIT compiler threads (Linux /proc)."""
-    total = 0
+def thread_cpu_seconds(pid: int, named: tuple[str, ...] | None = None) -> dict[int, float]:
+    """CPU seconds so far of each thread of ``pid`` by native thread id (Linux /proc); with ``named``, only the
+    threads whose Linux name starts with one of those."""
+    out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            if not (task / "comm").read_text().startswith(JIT_THREADS):
+            if named is not None and not (task / "comm").read_text().startswith(named):
                 continue
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # the thread ended meanwhile
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def jit_seconds(pid: int) -> float:
+    """CPU time so far of a HotSpot JVM's JIT compiler threads."""
+    return sum(thread_cpu_seconds(pid, JIT_THREADS).values())
 
 
 def warm_up(

@@ -4,7 +4,7 @@
 
 The e2e bench's synthetic 640x480 JPEG frames are written to a frames topic on the local broker (or the cluster in
 KAFKA_BOOTSTRAP_SERVERS) with the camera gateway. Then, ``--repeats`` times, a child process runs a Faust app with
-the worker's consumer settings (``streams.worker.app.consumer_options`` and its Faust fixes) and one agent that
+the worker's Kafka and consumer settings (``streams.worker.app.app_options`` and its Faust fixes) and one agent that
 takes the frames the way the worker's does (``noack_take(max_batch, within=max_wait_s)``) and acks each one, and does
 nothing else. Each child is a new consumer group, so each reads every frame from the start. From its first batch to
 its last frame, the CPU time of each of its threads is read from /proc: the event loop, and the thread Faust runs its
@@ -30,12 +30,11 @@ from itertools import cycle, islice
 from pathlib import Path
 from typing import Any
 
-from bench.e2e_bench import make_frames
+from bench.e2e_bench import make_frames, thread_cpu_seconds
 from bench.model_bench import machine_info, save_result
 from streams.camera import CameraGateway
 from streams.kafka import topics
 from streams.kafka.broker import kafka_cluster
-from streams.kafka.config import bootstrap, faust_broker_credentials
 from streams.kafka.topics import create_topics
 from streams.settings import Settings
 
@@ -56,18 +55,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def thread_cpu_s(pid: int) -> dict[int, float]:
-    """CPU seconds so far of each thread of ``pid``, by native thread id (Linux /proc)."""
-    out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended meanwhile
-            continue
-        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
-
-
 def per_frame_ms(before: dict[int, float], after: dict[int, float], names: dict[int, str], frames: int) -> dict:
     """CPU-ms per frame by role: the event loop (MainThread), Faust's consumer thread (its other Python threads) and
     native threads."""
@@ -85,22 +72,10 @@ def serve(settings: Settings, frames: int, max_batch: int) -> None:
     import faust
 
     from streams.worker import faust_fixes
-    from streams.worker.app import consumer_options
+    from streams.worker.app import app_options
 
     faust_fixes.install()
-    datadir = settings.cache_dir / "faust-floor" / settings.app_id
-    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    app = faust.App(
-        settings.app_id,
-        broker=f"kafka://{bootstrap(settings)}",
-        broker_credentials=faust_broker_credentials(settings),
-        key_serializer="raw",
-        value_serializer="raw",
-        store="memory://",
-        web_enabled=False,
-        datadir=str(datadir),
-        **consumer_options(settings.replace(max_batch=max_batch)),
-    )
+    app = faust.App(settings.app_id, **app_options(settings.replace(max_batch=max_batch)), web_enabled=False)
     source = app.topic(settings.topic(topics.FRAMES), key_serializer="raw", value_serializer="raw")
     pid = os.getpid()
     state: dict[str, Any] = {"seen": 0}
@@ -109,12 +84,12 @@ def serve(settings: Settings, frames: int, max_batch: int) -> None:
     async def take(stream: Any) -> None:
         async for events in stream.noack_take(max_batch, within=settings.max_wait_s):
             if not state["seen"]:
-                state["start"], state["cpu"] = time.monotonic(), thread_cpu_s(pid)
+                state["start"], state["cpu"] = time.monotonic(), thread_cpu_seconds(pid)
             state["seen"] += len(events)
             for event in events:
                 await stream.ack(event)
             if state["seen"] >= frames:
-                cpu, wall = thread_cpu_s(pid), time.monotonic() - state["start"]
+                cpu, wall = thread_cpu_seconds(pid), time.monotonic() - state["start"]
                 names = {t.native_id: t.name for t in threading.enumerate()}
                 row = {
                     "frames": state["seen"],

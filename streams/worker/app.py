@@ -114,9 +114,18 @@ def model_fingerprint(path: Path | None) -> str | None:
     return f"{target.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def consumer_options(settings: Settings) -> dict[str, object]:
-    """The Faust app settings that decide how the worker takes frames from Kafka (bench.faust_floor uses them too)."""
+def app_options(settings: Settings) -> dict[str, object]:
+    """The Faust app settings for the worker's Kafka connection and how it takes frames (bench.faust_floor builds
+    its app from them too); the web server and tables are create_app's."""
+    datadir = settings.cache_dir / "worker" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return {
+        "broker": f"kafka://{bootstrap(settings)}",
+        "broker_credentials": faust_broker_credentials(settings),
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "store": "memory://",
+        "datadir": str(datadir),
         # Topics are declared and created in code (streams.kafka.topics), never implicitly by a worker.
         "topic_allow_declare": False,
         "topic_disable_leader": True,
@@ -152,21 +161,13 @@ def create_app(
     metrics = metrics or WorkerMetrics()
     metrics.serving(engine)
     windows = stats.parse_windows(settings.stats_windows_s)
-    datadir = settings.cache_dir / "worker" / settings.app_id
-    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{bootstrap(settings)}",
-        broker_credentials=faust_broker_credentials(settings),
-        key_serializer="raw",
-        value_serializer="raw",
-        store="memory://",
-        datadir=str(datadir),
+        **app_options(settings),
         web_port=settings.web_port,
         web_host="0.0.0.0",
         # POST /predict bodies up to the frame limit (aiohttp answers 413 above it).
         web_application_options={"client_max_size": settings.max_frame_bytes + 1},
-        **consumer_options(settings),
         producer_max_request_size=MAX_MESSAGE_BYTES,
         # Line stats are published by the worker that owns the line's partition; a standby copy on another
         # worker would publish the same windows again.
