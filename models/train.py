@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models import data as ds
-from models.checkpoint import ModelMeta, save_checkpoint
+from models.checkpoint import ModelMeta, load_checkpoint, load_resume_state, save_atomically, save_checkpoint
 from models.engines.torch_engine import select_device
 from models.losses import CombinedLoss, class_alpha
 from models.metrics import classification_report
@@ -166,6 +166,26 @@ def _schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _history_epoch(line: str) -> float:
+    try:
+        return json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):  # a row torn by a kill mid-write
+        return math.inf
+
+
+def _drop_history_after(path: Path, epochs_done: int) -> None:
+    """Keep the history of the epochs that ``last.pt`` holds: none for a new run, and on resume not the row of an
+    epoch whose ``last.pt`` was never saved (the row is written first, and the resumed run does that epoch again)."""
+    if not path.exists():
+        return
+    rows = path.read_text().splitlines()
+    kept = [line for line in rows if _history_epoch(line) <= epochs_done]
+    if not kept:
+        path.unlink()
+    elif len(kept) != len(rows):
+        path.write_text("".join(line + "\n" for line in kept))
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -240,10 +260,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start_epoch, best_f1, best_epoch, stale, elapsed_before = 0, -1.0, -1, 0, 0.0
-    if not args.resume:
-        (out / "history.jsonl").unlink(missing_ok=True)
     if args.resume and (out / "last.pt").exists():
-        state = torch.load(out / "last.pt", map_location=device, weights_only=True)
+        state = load_resume_state(out / "last.pt", device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -259,6 +277,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             state["stale"],
         )
         print(f"resumed at epoch {start_epoch} (best val macro-F1 {best_f1:.4f} at epoch {best_epoch})", flush=True)
+    _drop_history_after(out / "history.jsonl", start_epoch)
 
     meta_base = dict(
         class_names=class_names,
@@ -337,7 +356,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             f"{'  *best*' if improved else ''}  ({row['elapsed_s']:.0f}s)",
             flush=True,
         )
-        torch.save(
+        save_atomically(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -357,8 +376,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             print(f"early stop: no val macro-F1 gain for {args.patience} epochs", flush=True)
             break
     train_seconds = time.perf_counter() - started
-
-    from models.checkpoint import load_checkpoint
 
     best, meta = load_checkpoint(out / "best.pt")
     best.to(device)

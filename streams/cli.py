@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from streams.settings import Settings
-from streams.shutdown import interrupt, on_sigterm, stop_event_on_sigterm
+from streams.shutdown import Terminated, exit_status, interrupt, on_sigterm, stop_event_on_sigterm
 
 
 def _add_kafka_flags(p: argparse.ArgumentParser) -> None:
@@ -146,13 +146,22 @@ def _run_model_command(name: str, argv: list[str]) -> int:
     except (QuantizationRefused, EngineError, CheckpointError, DatasetError, FileNotFoundError, FileExistsError) as exc:
         print(f"defectstream {name}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as stop:
+        print(f"\ndefectstream {name}: {_stopped_by(stop)} before it finished", file=sys.stderr)
+        return exit_status(stop)
     return 0
+
+
+def _stopped_by(stop: KeyboardInterrupt) -> str:
+    return "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in MODEL_COMMANDS:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # As Ctrl-C: their finally blocks remove half-built artifacts, and what they keep is written atomically.
+        on_sigterm(interrupt)
         return _run_model_command(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     level = (args.log_level or Settings.from_env().log_level).upper()
@@ -281,9 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         try:
             summary = run_demo(settings, frames=args.frames, fps=args.fps)
-        except KeyboardInterrupt:
-            print("\n[demo] interrupted; everything it started has been stopped")
-            return 130
+        except KeyboardInterrupt as stop:
+            print(f"\n[demo] {_stopped_by(stop)}; everything it started has been stopped")
+            return exit_status(stop)
         print_summary(summary)
         ok = summary.classified == summary.sent and summary.gate_commands == summary.rejected_verdicts
         return 0 if ok else 1

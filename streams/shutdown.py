@@ -22,9 +22,19 @@ def on_sigterm(action: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+class Terminated(KeyboardInterrupt):
+    """What :func:`interrupt` raises: handled as Ctrl-C, but :func:`exit_status` can still tell which signal it was."""
+
+
 def interrupt() -> None:
     """For ``on_sigterm``: stop as on Ctrl-C, through the ``finally`` blocks and ``except KeyboardInterrupt``."""
-    raise KeyboardInterrupt
+    raise Terminated
+
+
+def exit_status(stop: KeyboardInterrupt) -> int:
+    """The status for a command that a signal stopped before it finished, as a shell reports one the signal ended:
+    143 for SIGTERM, 130 for Ctrl-C. Supervisors then see an interrupted run as not done, and why."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
 
 
 def stop_event_on_sigterm() -> threading.Event:

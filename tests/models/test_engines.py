@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -181,6 +184,28 @@ def test_guard_refuses_and_writes_nothing(small_run, tmp_path):
         quantize.main(args)
     assert not out.exists()
     assert not list(tmp_path.glob(".refused-*"))
+
+
+def test_sigterm_stops_quantize_with_143_and_no_half_built_artifact(small_run, tmp_path):
+    run, data = small_run
+    out = tmp_path / "stopped"
+    argv = [sys.executable, "-m", "streams.cli", "quantize", "--model", str(run), "--calib", str(data)]
+    argv += ["--out", str(out), "--calib-size", "64", "--min-agreement", "0", "--max-drop", "1", "--threads", "2"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while not list(tmp_path.glob(".stopped-*")) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert list(tmp_path.glob(".stopped-*")), "quantize never started building its artifact"
+            time.sleep(1.0)  # into the model's conversion and calibration
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "defectstream quantize: stopped by SIGTERM before it finished" in err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".stopped-*"))
 
 
 def test_gpu_selection_without_a_gpu_reports_instead_of_crashing(small_run):

@@ -1,6 +1,9 @@
 """A tiny end-to-end train + resume + evaluate on synthetic images (seconds, not minutes)."""
 
 import json
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,6 +22,10 @@ def dataset(tmp_path_factory):
 
 
 def _train_args(data, out, epochs, **extra):
+    return train.get_args_parser().parse_args(_argv(data, out, epochs, **extra))
+
+
+def _argv(data, out, epochs, **extra):
     argv = [
         "--data",
         str(data),
@@ -41,8 +48,7 @@ def _train_args(data, out, epochs, **extra):
         "--mixup-alpha",
         "0.2",
     ]
-    argv += [str(a) for kv in extra.items() for a in kv]
-    return train.get_args_parser().parse_args(argv)
+    return argv + [str(a) for kv in extra.items() for a in kv]
 
 
 def test_train_resume_evaluate(dataset, tmp_path):
@@ -74,8 +80,8 @@ def test_train_resume_evaluate(dataset, tmp_path):
     assert "detection rate" in summary and "false-positive rate" in summary
 
 
-def _resume(data, run):
-    args = _train_args(data, run, epochs=2)
+def _resume(data, run, epochs=2):
+    args = _train_args(data, run, epochs=epochs)
     args.resume = True
     return args
 
@@ -107,3 +113,39 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(dataset, tmp_path):
     assert [r["epoch"] for r in b] == [1, 2]
     for key in ("train_loss", "lr", "val_accuracy"):
         assert a[1][key] == pytest.approx(b[1][key], rel=1e-4), key
+
+
+def test_resume_reruns_an_epoch_whose_state_was_not_saved_without_a_second_history_row(dataset, tmp_path):
+    run = tmp_path / "run"
+    train.main(_train_args(dataset, run, epochs=1))
+    # As a run stopped after writing epoch 2's history row and before saving its last.pt.
+    with open(run / "history.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 2, "train_loss": 9.9}) + "\n")
+        f.write('{"epoch": 3, "train_lo')  # and one torn by the stop
+    train.main(_resume(dataset, run))
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[1]["train_loss"] != 9.9
+
+
+def test_sigterm_stops_training_with_143_and_the_run_resumes(dataset, tmp_path):
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "streams.cli", "train", *_argv(dataset, run, epochs=200)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            for line in proc.stdout:
+                if line.startswith("epoch"):  # one epoch done, its last.pt saved or being saved
+                    break
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "defectstream train: stopped by SIGTERM before it finished" in err
+    assert not list(run.glob("*.tmp"))
+    done = len((run / "history.jsonl").read_text().splitlines())
+    assert 1 <= done < 200
+    resumed = train.main(_resume(dataset, run, epochs=done + 1))
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == list(range(1, done + 2))
+    assert resumed["best_epoch"] <= done + 1
