@@ -9,7 +9,14 @@ import threading
 from pathlib import Path
 
 from streams.settings import Settings
-from streams.shutdown import Terminated, exit_status, interrupt, on_sigterm, stop_event_on_sigterm
+from streams.shutdown import (
+    Terminated,
+    exit_status,
+    interrupt,
+    on_sigterm,
+    stop_event_on_sigterm,
+    stopped_by_sigterm,
+)
 
 
 def _add_kafka_flags(p: argparse.ArgumentParser) -> None:
@@ -143,12 +150,20 @@ def _run_model_command(name: str, argv: list[str]) -> int:
     parser.prog = f"defectstream {name}"
     try:
         module.main(parser.parse_args(argv))
-    except (QuantizationRefused, EngineError, CheckpointError, DatasetError, FileNotFoundError, FileExistsError) as exc:
-        print(f"defectstream {name}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt as stop:
         print(f"\ndefectstream {name}: {_stopped_by(stop)} before it finished", file=sys.stderr)
         return exit_status(stop)
+    except Exception as exc:
+        if stopped_by_sigterm():  # a library turned the stop into an error of its own
+            print(f"\ndefectstream {name}: stopped by SIGTERM before it finished ({exc!r:.200})", file=sys.stderr)
+            return exit_status(Terminated())
+        if isinstance(
+            exc,
+            QuantizationRefused | EngineError | CheckpointError | DatasetError | FileNotFoundError | FileExistsError,
+        ):
+            print(f"defectstream {name}: error: {exc}", file=sys.stderr)
+            return 1
+        raise
     return 0
 
 

@@ -26,9 +26,19 @@ class Terminated(KeyboardInterrupt):
     """What :func:`interrupt` raises: handled as Ctrl-C, but :func:`exit_status` can still tell which signal it was."""
 
 
+_sigterm_received = threading.Event()
+
+
 def interrupt() -> None:
     """For ``on_sigterm``: stop as on Ctrl-C, through the ``finally`` blocks and ``except KeyboardInterrupt``."""
+    _sigterm_received.set()
     raise Terminated
+
+
+def stopped_by_sigterm() -> bool:
+    """Whether :func:`interrupt` ran. A library may catch the exception and raise one of its own instead (OpenVINO's
+    model conversion reports a SIGTERM during tracing as a failed conversion): the command still stopped for it."""
+    return _sigterm_received.is_set()
 
 
 def exit_status(stop: KeyboardInterrupt) -> int:

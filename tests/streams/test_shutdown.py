@@ -8,7 +8,7 @@ import pytest
 
 SCRIPT = """
 import os, signal, sys, time
-from streams.shutdown import interrupt, on_sigterm, stop_event_on_sigterm
+from streams.shutdown import exit_status, interrupt, on_sigterm, stop_event_on_sigterm, stopped_by_sigterm
 
 def sigterm_self():
     os.kill(os.getpid(), signal.SIGTERM)
@@ -28,6 +28,18 @@ elif case == "interrupt":
         print("not interrupted")
     except KeyboardInterrupt:
         print("interrupted")
+elif case == "swallowed":
+    on_sigterm(interrupt)
+    print("before", stopped_by_sigterm())
+    try:
+        try:
+            sigterm_self()
+        except KeyboardInterrupt as stop:
+            print("status", exit_status(stop))
+            raise RuntimeError("conversion failed") from None  # as a library that wraps what it caught
+    except RuntimeError:
+        print("after", stopped_by_sigterm())
+    print("ctrl-c", exit_status(KeyboardInterrupt()))
 elif case == "event":
     stop = stop_event_on_sigterm()
     print("before", stop.is_set())
@@ -48,6 +60,8 @@ def _run(case: str) -> str:
         ("once", ["calls", "1"]),  # the first SIGTERM runs the action, later ones are ignored
         ("interrupt", ["interrupted"]),  # as Ctrl-C: through finally blocks and except KeyboardInterrupt
         ("event", ["before", "False", "after", "True"]),
+        # A library that turns the stop into its own error cannot hide it; SIGTERM is 143, Ctrl-C 130.
+        ("swallowed", ["before", "False", "status", "143", "after", "True", "ctrl-c", "130"]),
     ],
 )
 def test_sigterm_handlers(case, printed):
