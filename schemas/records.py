@@ -169,6 +169,20 @@ class RetrainingSample(Record):
         return base64.b64decode(self.image_b64)
 
 
+@dataclass(frozen=True, kw_only=True)
+class LineHeartbeat(Record):
+    """How far one worker has inspected one line, for the line's gate (see its schema)."""
+
+    kind: ClassVar[str] = "line_heartbeat"
+    line_id: str
+    gate_id: str
+    worker_id: str
+    inspected_until_ts_ns: int
+    frames: int
+    sent_ts_ns: int
+
+
 RECORD_TYPES: dict[str, type[Record]] = {
-    cls.kind: cls for cls in (InspectionResult, RejectCommand, DeadLetter, LineStats, LineCounts, RetrainingSample)
+    cls.kind: cls
+    for cls in (InspectionResult, RejectCommand, DeadLetter, LineStats, LineCounts, RetrainingSample, LineHeartbeat)
 }

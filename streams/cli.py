@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             stats = gate.stats
         print(
             f"line {gate.line_id}: {stats.actuated} actuated {stats.by_action}, {stats.missed} missed deadlines, "
-            f"{stats.stale} stale, {stats.unreadable} unreadable"
+            f"{stats.stale} stale, {stats.unreadable} unreadable; inspection silent {stats.silent_spells} times"
         )
         return 0
 

@@ -45,6 +45,7 @@ class DemoSummary:
     by_label: collections.Counter = field(default_factory=collections.Counter)
     by_decision: collections.Counter = field(default_factory=collections.Counter)
     gate_missed: int = 0
+    gate_silent_spells: int = 0
     correct: int = 0
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -150,6 +151,7 @@ def run_demo(settings: Settings, *, frames: int = 200, fps: float = 20.0, timeou
             summary.sent, summary.delivered = camera.stats.sent, camera.stats.delivered
             summary.gate_commands = gate.stats.commands
             summary.gate_missed = gate.stats.missed
+            summary.gate_silent_spells = gate.stats.silent_spells
             del camera  # close the producer while the broker is still up (no reconnect noise on shutdown)
             dlq = TopicReader(s, s.topic(topics.DEAD_LETTERS))
             summary.dead_letters = len(dlq.read_until(lambda r: False, timeout_s=1.0))
@@ -170,7 +172,8 @@ def print_summary(summary: DemoSummary) -> None:
     print(f"[demo] decisions         {dict(sorted(summary.by_decision.items()))}")
     print(
         f"[demo] gate              {summary.gate_commands} commands for {summary.rejected_verdicts} reject/review "
-        f"verdicts, {summary.gate_missed} missed their deadline"
+        f"verdicts, {summary.gate_missed} missed their deadline; inspection silent {summary.gate_silent_spells} times "
+        "(line heartbeats)"
     )
     print(f"[demo] dead letters      {summary.dead_letters}")
     print(f"[demo] verdicts by class {dict(sorted(summary.by_label.items()))}")

@@ -11,6 +11,13 @@ may be past the gate, and actuating now could hit the part behind it. Misses are
 to ``on_missed`` (default: an error log), are counted, and the bridge decides (stop the line, divert downstream).
 Commands older than ``gate_stale_after_s`` are replays of a backlog (e.g. a gate restarting after downtime):
 counted and logged, not actuated, not handed to ``on_missed``.
+
+A part that passes inspection gets no command, so silence alone cannot tell OK parts from parts nobody inspected.
+The gate also follows its line's heartbeats (streams.worker.heartbeats): how far, in capture time, the workers have
+delivered verdicts. When that falls more than ``gate_silence_limit_s`` behind the clock (workers down or backlogged,
+camera or broker down, this gate cut off from Kafka), parts passing the gate now may have no verdict: the gate hands
+the lag to ``on_silent`` (default: an error log) once per spell, counts it, and exports the lag as a gauge; the
+bridge decides (stop the line, divert everything). :attr:`RejectGate.inspection_silent` says whether a spell is on.
 """
 
 from __future__ import annotations
@@ -21,10 +28,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, Message, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from confluent_kafka import OFFSET_END, Consumer, Message, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from schemas.records import RejectCommand, SchemaError
+from schemas.records import LineHeartbeat, RejectCommand, SchemaError
 from streams.kafka import topics
 from streams.kafka.config import gate_consumer_config
 from streams.settings import Settings
@@ -40,6 +47,7 @@ class GateStats:
     stale: int = 0
     other_lines: int = 0
     unreadable: int = 0
+    silent_spells: int = 0  # times the line's inspection fell more than gate_silence_limit_s behind
     by_action: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)  # capture -> arrival at the gate, every command
     margins_ms: list[float] = field(default_factory=list)  # deadline - arrival (negative = missed)
@@ -67,6 +75,19 @@ class GateMetrics:
             buckets=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0),
             registry=self.registry,
         )
+        self.inspection_lag = Gauge(
+            "defectstream_gate_inspection_lag_seconds",
+            "How far the line's inspection is behind the clock: now minus the capture time of the newest frame with a "
+            "delivered verdict (from the workers' heartbeats; since the gate's first poll until the first one)",
+            ["line"],
+            registry=self.registry,
+        )
+        self.silent_spells = Counter(
+            "defectstream_gate_inspection_silent_spells_total",
+            "Times the line's inspection fell more than the silence limit behind: parts passed with no verdict",
+            ["line"],
+            registry=self.registry,
+        )
 
 
 class RejectGate:
@@ -77,6 +98,7 @@ class RejectGate:
         line_id: str | None = None,
         group_id: str | None = None,
         on_missed: Callable[[RejectCommand, float], None] | None = None,
+        on_silent: Callable[[str, float], None] | None = None,
         metrics: GateMetrics | None = None,
     ):
         self.line_id = line_id or settings.line_id
@@ -85,24 +107,51 @@ class RejectGate:
         self.stats = GateStats()
         self.metrics = metrics or GateMetrics()
         self.on_missed = on_missed or _log_miss
+        self.on_silent = on_silent or _log_silence
+        self.silence_limit_ns = int(settings.gate_silence_limit_s * 1e9)
+        self._heartbeats_topic = settings.topic(topics.LINE_HEARTBEATS)
+        # The clock starts at the first poll (a bridge may build its gate long before the line runs); then it is the
+        # newest inspected capture time the heartbeats report.
+        self._inspected_until_ns: int | None = None
+        self._watched_since_ns: int | None = None
+        self._silent = False
+        # Exported from the start: a counter that first appears at 1 hides that first spell from increase().
+        self.metrics.silent_spells.labels(self.line_id)
+        self.metrics.inspection_lag.labels(self.line_id).set(0.0)
         self._messages: dict[int, Message] = {}
         # Per partition, the offsets handed out and whether each is settled, in the order consumed.
         self._open: dict[tuple[str, int], dict[int, bool]] = {}
         # Offsets are stored by _settle(), not when a message is handed out.
         self.consumer = Consumer(gate_consumer_config(settings, group))
-        self.consumer.subscribe([settings.topic(topics.REJECT_COMMANDS)], on_revoke=self._forget, on_lost=self._forget)
+        self.consumer.subscribe(
+            [settings.topic(topics.REJECT_COMMANDS), self._heartbeats_topic],
+            on_assign=self._assigned,
+            on_revoke=self._forget,
+            on_lost=self._forget,
+        )
+
+    @property
+    def inspection_silent(self) -> bool:
+        """Whether the line's inspection is more than ``gate_silence_limit_s`` behind (as of the last poll)."""
+        return self._silent
 
     def poll(self, timeout_s: float = 0.1) -> list[RejectCommand]:
-        """This line's reject commands that arrived in time, within ``timeout_s``; misses go to ``on_missed``."""
+        """This line's reject commands that arrived in time, within ``timeout_s``; misses go to ``on_missed``. Also
+        reads the line's heartbeats and checks for silence, so call it often (the bridge's control loop) even when
+        no part is expected."""
         out = []
+        if self._watched_since_ns is None:
+            self._watched_since_ns = time.time_ns()
         # poll() returns as soon as one command is there; consume() would wait for a full batch or the timeout,
         # adding up to timeout_s to every actuation. What else already arrived is drained without waiting.
         first = self.consumer.poll(timeout_s)
-        if first is None:
-            return out
-        for msg in [first, *self.consumer.consume(num_messages=100, timeout=0)]:
+        arrived = [] if first is None else [first, *self.consumer.consume(num_messages=100, timeout=0)]
+        for msg in arrived:
             if msg.error():
                 log.error("reject-command consumer error: %s", msg.error())
+                continue
+            if msg.topic() == self._heartbeats_topic:
+                self._heartbeat(msg)
                 continue
             self._open.setdefault((msg.topic(), msg.partition()), {})[msg.offset()] = False
             arrival_ns = time.time_ns()
@@ -145,7 +194,40 @@ class RejectGate:
             self.stats.handed_out += 1
             self._messages[id(cmd)] = msg
             out.append(cmd)
+        self._check_silence(time.time_ns())
         return out
+
+    def _heartbeat(self, msg: Message) -> None:
+        """Heartbeats need no acknowledgement and no committed offset: only the newest matters (see _assigned)."""
+        try:
+            beat = LineHeartbeat.from_json(msg.value())
+        except SchemaError as exc:
+            log.error("unreadable line heartbeat at %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+            return
+        if beat.line_id == self.line_id:
+            until = beat.inspected_until_ts_ns
+            self._inspected_until_ns = max(until, self._inspected_until_ns or until)
+
+    def _check_silence(self, now_ns: int) -> None:
+        since_ns = self._inspected_until_ns if self._inspected_until_ns is not None else self._watched_since_ns
+        lag_ns = max(0, now_ns - (since_ns or now_ns))
+        self.metrics.inspection_lag.labels(self.line_id).set(lag_ns / 1e9)
+        if lag_ns > self.silence_limit_ns and not self._silent:
+            self._silent = True
+            self.stats.silent_spells += 1
+            self.metrics.silent_spells.labels(self.line_id).inc()
+            self.on_silent(self.line_id, lag_ns / 1e9)
+        elif lag_ns <= self.silence_limit_ns and self._silent:
+            self._silent = False
+            log.warning("inspection of line %s is back within %.1f s of the clock", self.line_id, lag_ns / 1e9)
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Heartbeat partitions are read from their end: a backlog of old heartbeats (a gate back after downtime)
+        would report a silence that is over. Commands resume from the committed offsets."""
+        for p in partitions:
+            if p.topic == self._heartbeats_topic:
+                p.offset = OFFSET_END
+        consumer.assign(partitions)
 
     def acknowledge(self, commands: list[RejectCommand]) -> None:
         """Mark commands as actuated; they are counted as actuations only now (a bridge that crashes before this
@@ -194,6 +276,15 @@ class RejectGate:
         finally:
             self.consumer.close()
         return self.stats
+
+
+def _log_silence(line_id: str, lag_s: float) -> None:
+    log.error(
+        "line %s: no verdict for parts captured in the last %.1f s (workers, camera or Kafka down or behind): parts "
+        "passing the gate now may not have been inspected",
+        line_id,
+        lag_s,
+    )
 
 
 def _log_miss(cmd: RejectCommand, margin_ms: float) -> None:

@@ -98,6 +98,8 @@ class Settings:
     # a partition is read within a fetch round trip, or a few batches when the worker is busy (Faust takes from every
     # partition in turn), so a minute without a single read is not a slow worker.
     fetch_stall_limit_s: float = 60.0
+    # How often the worker tells each line's gate how far its inspection has got (streams.worker.heartbeats).
+    heartbeat_interval_s: float = 1.0
     web_port: int = 6066
     log_level: str = "info"
 
@@ -106,6 +108,9 @@ class Settings:
     camera_id: str = "cam-1"
     # A reject command older than this (since capture) is not actuated: its part has long left the gate.
     gate_stale_after_s: float = 60.0
+    # The gate raises its silence alarm when the line's newest inspected capture time falls this far behind its clock:
+    # parts passing it now may have no verdict. Above the worker's heartbeat interval plus its capture-to-verdict time.
+    gate_silence_limit_s: float = 3.0
 
     # Where jars, trained demo models and broker run state live (outside git).
     cache_dir: Path = field(default_factory=_default_cache_dir)

@@ -37,6 +37,7 @@ LINE_STATS = "line-stats"
 LINE_COUNTS = "line-counts"
 RETRAINING_SAMPLES = "retraining-samples"
 DEAD_LETTERS = "dead-letters"
+LINE_HEARTBEATS = "line-heartbeats"
 
 _large = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
 
@@ -88,6 +89,13 @@ TOPICS: tuple[TopicSpec, ...] = (
         partitions=6,
         config={**_large, "retention.ms": str(14 * DAY_MS)},
         purpose="frames that could not be processed, with the reason",
+    ),
+    TopicSpec(
+        LINE_HEARTBEATS,
+        # Keyed by gate like the reject commands. Gates read only the newest, so an hour is plenty.
+        partitions=3,
+        config={"retention.ms": str(HOUR_MS)},
+        purpose="how far each line's inspection has got, for the gates' silence alarm",
     ),
 )
 

@@ -16,7 +16,6 @@ InspectionResult JSON out, nothing published), ``POST /reload`` (swap in the mod
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import time
@@ -30,7 +29,7 @@ import torch
 from models import engines
 from models.engines.base import InferenceEngine
 from schemas import frame as frame_schema
-from schemas.records import DeadLetter, InspectionResult, LineCounts, LineStats, SchemaError
+from schemas.records import DeadLetter, InspectionResult, LineCounts, LineStats, Record, SchemaError
 from streams import late_log
 from streams.inspection import FrameInspector, IncomingFrame, Outgoing
 from streams.kafka import topics
@@ -40,6 +39,7 @@ from streams.settings import Settings
 from streams.worker import faust_fixes, fetch_watch, stats
 from streams.worker.delivery import DELIVERY_DEADLINE_S, deliver_outputs, log_dropped
 from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
+from streams.worker.heartbeats import LineWatermarks
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from streams.worker.pipeline import BatchPipeline
 from streams.worker.stages import InspectionStages
@@ -54,6 +54,7 @@ OUTPUT_ROLES = (
     topics.RETRAINING_SAMPLES,
     topics.LINE_STATS,
     topics.LINE_COUNTS,
+    topics.LINE_HEARTBEATS,
 )
 # One line-stats record may keep the publishing timer this long; it is published again next round.
 LINE_STATS_PUBLISH_TIMEOUT_S = 10.0
@@ -201,7 +202,23 @@ def create_app(
         log_dropped(outgoing, reason)
         metrics.retraining_samples_dropped.labels(reason).inc()
 
-    deliver = functools.partial(deliver_outputs, producer, output_topics, on_dropped=dropped)
+    watermarks = LineWatermarks(settings.worker_id)
+
+    async def deliver(outgoing: list[Outgoing]) -> None:
+        await deliver_outputs(producer, output_topics, outgoing, on_dropped=dropped)
+        watermarks.delivered(outgoing)  # only now: Kafka has every verdict of the batch
+
+    async def publish(
+        role: str, records: list[tuple[str, Record]], timeout_s: float
+    ) -> list[BaseException | object | None]:
+        """Best-effort outputs outside the batches (line stats, heartbeats): an error per record, None if delivered."""
+        try:
+            return await asyncio.wait_for(
+                producer.deliver([(output_topics[role], key.encode(), r.to_json()) for key, r in records]),
+                timeout=timeout_s,
+            )
+        except TimeoutError:
+            return [TimeoutError("no acknowledgement from Kafka in time")] * len(records)
 
     # What the agents hold (stream queues, batches in flight): the fetch watchdog tells a worker waiting for input
     # from a busy one by them.
@@ -328,13 +345,7 @@ def create_app(
             return None
 
     async def publish_window(line_id: str, record: LineStats) -> BaseException | object | None:
-        try:
-            (error,) = await asyncio.wait_for(
-                producer.deliver([(output_topics[topics.LINE_STATS], line_id.encode(), record.to_json())]),
-                timeout=LINE_STATS_PUBLISH_TIMEOUT_S,
-            )
-        except TimeoutError:
-            error = TimeoutError("no acknowledgement from Kafka in time")
+        (error,) = await publish(topics.LINE_STATS, [(line_id, record)], LINE_STATS_PUBLISH_TIMEOUT_S)
         return error
 
     window_publisher = ClosedWindowPublisher(settings.stats_grace_s, publish_window)
@@ -344,6 +355,20 @@ def create_app(
         """Publish each closed window once (again if late counts changed it: readers keep the latest per window)."""
         entries = [(w, key, value) for w, table in tables.items() for key, value in list(table.table.data.items())]
         await window_publisher.publish_closed(entries, time.time())
+
+    @app.timer(interval=settings.heartbeat_interval_s)
+    async def send_line_heartbeats() -> None:
+        """Tell each line's gate how far its inspection has got. A lost heartbeat is not retried: the next one
+        carries a newer capture time, and a gate that hears none for long enough raises the alarm, as it should."""
+        beats = watermarks.heartbeats()
+        if not beats:
+            return
+        errors = await publish(
+            topics.LINE_HEARTBEATS, [(b.gate_id, b) for b in beats], max(1.0, settings.heartbeat_interval_s)
+        )
+        for beat, error in zip(beats, errors, strict=True):
+            if error is not None:
+                log.warning("heartbeat of line %s not delivered: %s", beat.line_id, error)
 
     async def reload_model(force: bool = False) -> dict:
         """Load the model at the model path and swap it in between batches; the old one serves until then."""

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from models.checkpoint import load_checkpoint
 from models.skeleton import RECIPE
 from schemas.frame import FrameMeta
-from schemas.records import DeadLetter, InspectionResult, LineStats, RejectCommand
+from schemas.records import DeadLetter, InspectionResult, LineHeartbeat, LineStats, RejectCommand
 from streams.camera import CameraGateway
 from streams.gate import RejectGate
 from streams.inspection import UNREADABLE_FRAME
@@ -146,6 +146,9 @@ def test_mixed_frames_every_frame_accounted_for(kafka_settings, skeleton_model, 
         reader = TopicReader(settings, changelog_topic)
         changelog = reader.read_until(lambda r: False, timeout_s=3.0)
         reader.close()
+        reader = TopicReader(settings, settings.topic(topics.LINE_HEARTBEATS))
+        heartbeats = [LineHeartbeat.from_json(r.value) for r in reader.read_until(lambda r: False, timeout_s=3.0)]
+        reader.close()
         metrics = _metrics(worker.url)
         assert worker.returncode is None, f"worker died:\n{worker.log_tail()}"
 
@@ -172,6 +175,14 @@ def test_mixed_frames_every_frame_accounted_for(kafka_settings, skeleton_model, 
             assert (by_part[r.part_id].action, by_part[r.part_id].label) == (r.decision, r.label)
     for part in invalid:
         assert (by_part[part].reason, by_part[part].action) == (UNREADABLE_FRAME, "reject")
+    # Heartbeats: every verdict of the gate's line counted once (results and fail-safes), the newest capture time.
+    fail_safes = [c for c in gate_commands if c.reason == UNREADABLE_FRAME]
+    assert {b.line_id for b in heartbeats} == {settings.line_id}
+    assert sum(b.frames for b in heartbeats) == len(results) + len(fail_safes)
+    verdicts = [*results, *fail_safes]
+    assert max(b.inspected_until_ts_ns for b in heartbeats) == max(
+        min(v.capture_ts_ns, v.decided_ts_ns) for v in verdicts
+    )
     # Dead letters: exactly the invalid frames, each with its reason.
     assert sorted((d.headers.get("part_id"), d.reason) for d in letters) == sorted(invalid.items())
     # Line stats: the closed 2 s windows of the line add up to every frame, by decision too.

@@ -1,7 +1,15 @@
 """One valid record of each type, and builders of results and commands with fields overridden: shared by the
 schema tests and the worker tests that need well-formed records."""
 
-from schemas.records import DeadLetter, InspectionResult, LineCounts, LineStats, RejectCommand, RetrainingSample
+from schemas.records import (
+    DeadLetter,
+    InspectionResult,
+    LineCounts,
+    LineHeartbeat,
+    LineStats,
+    RejectCommand,
+    RetrainingSample,
+)
 
 TOP_K = [{"label": "ok", "probability": 0.9}, {"label": "scratch", "probability": 0.1}]
 
@@ -95,5 +103,8 @@ EXAMPLES = {
         top_k=TOP_K,
         decision="review",
         selected_because=["low_confidence", "review"],
+    ),
+    "line_heartbeat": LineHeartbeat(
+        line_id="l", gate_id="g", worker_id="w", inspected_until_ts_ns=1, frames=8, sent_ts_ns=2
     ),
 }

@@ -7,7 +7,7 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from schemas.records import RejectCommand
+from schemas.records import LineHeartbeat, RejectCommand
 from streams.gate import RejectGate
 from streams.kafka import topics
 from streams.kafka.config import producer_config
@@ -39,6 +39,32 @@ def _cmd(part: str, line: str = "line-1", age_s: float = 0.0, budget_s: float = 
         decided_ts_ns=ts,
         deadline_ts_ns=ts + int(budget_s * 1e9),
     )
+
+
+def _beat(settings, line: str = "line-1", behind_s: float = 0.0) -> None:
+    """A worker's heartbeat: line ``line`` inspected up to ``behind_s`` seconds ago."""
+    now = time.time_ns()
+    beat = LineHeartbeat(
+        line_id=line,
+        gate_id=line,
+        worker_id="w",
+        inspected_until_ts_ns=now - int(behind_s * 1e9),
+        frames=1,
+        sent_ts_ns=now,
+    )
+    producer = Producer(producer_config(settings))
+    producer.produce(settings.topic(topics.LINE_HEARTBEATS), beat.to_json(), key=line.encode())
+    assert producer.flush(10) == 0
+
+
+def _poll_for(gate, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        gate.poll(0.05)
+
+
+def _sample(gate: RejectGate, name: str) -> float:
+    return gate.metrics.registry.get_sample_value(name, {"line": "line-1"})
 
 
 def _poll_until(gate, n, timeout=20.0):
@@ -144,3 +170,45 @@ def test_a_settled_command_behind_an_unacknowledged_one_does_not_commit_it_away(
     # p1 again, and the miss behind it again (reported twice: at least once, never lost).
     assert [c.part_id for c in again] == ["p1"]
     assert missed == ["behind", "behind"]
+
+
+def test_gate_raises_the_silence_alarm_once_per_spell_and_heartbeats_end_it(kafka_settings):
+    spells = []
+    gate = RejectGate(kafka_settings.replace(gate_silence_limit_s=1.0), on_silent=lambda line, lag: spells.append(lag))
+    try:
+        _poll_for(gate, 2.0)  # no worker: the line has been silent since the first poll
+        assert gate.inspection_silent and len(spells) == 1 and spells[0] > 1.0
+        _poll_for(gate, 0.5)
+        assert len(spells) == 1  # once per spell, not once per poll
+        _beat(kafka_settings, line="line-2")  # another line's inspection says nothing about this one
+        _poll_for(gate, 1.0)
+        assert gate.inspection_silent
+        _beat(kafka_settings, behind_s=0.1)
+        deadline = time.monotonic() + 10
+        while gate.inspection_silent and time.monotonic() < deadline:
+            gate.poll(0.05)
+        assert not gate.inspection_silent
+        assert _sample(gate, "defectstream_gate_inspection_lag_seconds") < 1.0
+        _poll_for(gate, 2.0)  # and silent again: the workers stopped after that heartbeat
+        assert gate.inspection_silent and len(spells) == 2
+        assert gate.stats.silent_spells == _sample(gate, "defectstream_gate_inspection_silent_spells_total") == 2
+        assert _sample(gate, "defectstream_gate_inspection_lag_seconds") > 1.0
+    finally:
+        gate.consumer.close()
+
+
+def test_heartbeats_sent_before_the_gate_started_are_not_read(kafka_settings):
+    """A gate back from downtime must not read a backlog of old heartbeats as a silence that is on now."""
+    _beat(kafka_settings, behind_s=3600)
+    spells = []
+    gate = RejectGate(kafka_settings.replace(gate_silence_limit_s=4.0), on_silent=lambda line, lag: spells.append(lag))
+    try:
+        deadline = time.monotonic() + 20
+        while not gate.consumer.assignment() and time.monotonic() < deadline:
+            gate.poll(0.05)
+        _beat(kafka_settings, behind_s=0.1)
+        _poll_for(gate, 1.5)
+        assert spells == [] and not gate.inspection_silent
+        assert _sample(gate, "defectstream_gate_inspection_lag_seconds") < 4.0
+    finally:
+        gate.consumer.close()

@@ -20,6 +20,7 @@ def test_every_role_is_declared_once():
             "line-counts",
             "retraining-samples",
             "dead-letters",
+            "line-heartbeats",
         }
     )
 
