@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import tempfile
 import time
@@ -28,6 +29,7 @@ from models.checkpoint import load_checkpoint
 from models.engines.artifact import CHECKPOINT_FILE, ArtifactMeta, sha256_file, write_meta
 from models.engines.openvino_engine import MODEL_FILE, OpenVINOEngine
 from models.engines.torch_engine import TorchEngine
+from models.stop_signals import ExitOnStopSignals
 from models.train import code_version
 
 # Parts of DefectClassifier that can be kept in FP32: the first conv (sees raw pixels), the attention conv (its
@@ -215,13 +217,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     run: Path = args.model
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}-", dir=args.out.parent))
+    cleanup = functools.partial(shutil.rmtree, tmp, ignore_errors=True)
     try:
-        return _quantize(args, run, tmp)
+        with ExitOnStopSignals(cleanup, "quantize") as stop:
+            return _quantize(args, run, tmp, stop)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        cleanup()
 
 
-def _quantize(args: argparse.Namespace, run: Path, tmp: Path) -> dict[str, Any]:
+def _quantize(args: argparse.Namespace, run: Path, tmp: Path, stop: ExitOnStopSignals) -> dict[str, Any]:
     import openvino as ov
 
     # Work on a private copy: training may still replace best.pt, and the INT8 model, the stored checkpoint,
@@ -327,9 +331,10 @@ def _quantize(args: argparse.Namespace, run: Path, tmp: Path) -> dict[str, Any]:
         raise FileExistsError(f"{args.out} exists; pass --force to replace it")
     # Replace by renames: at every moment --out is either the old or the new complete artifact.
     old = args.out.with_name(f".{args.out.name}-old-{int(time.time())}")
-    if args.out.exists():
-        args.out.rename(old)
-    tmp.rename(args.out)
-    shutil.rmtree(old, ignore_errors=True)
+    with stop.deferred():  # a stop between the two renames would leave no artifact at --out
+        if args.out.exists():
+            args.out.rename(old)
+        tmp.rename(args.out)
+        shutil.rmtree(old, ignore_errors=True)
     print(f"wrote {args.out} ({artifact_meta.engine}, version {artifact_meta.version})")
     return accuracy

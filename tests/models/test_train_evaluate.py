@@ -1,15 +1,13 @@
 """A tiny end-to-end train + resume + evaluate on synthetic images (seconds, not minutes)."""
 
 import json
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from models import evaluate, synthetic, train
 from models.checkpoint import load_checkpoint
+from tests.models.commands import stop_with_sigterm
 
 CLASSES = ("ok", "scratch", "pitting", "missing_feature")
 
@@ -130,18 +128,13 @@ def test_resume_reruns_an_epoch_whose_state_was_not_saved_without_a_second_histo
 
 def test_sigterm_stops_training_with_143_and_the_run_resumes(dataset, tmp_path):
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "streams.cli", "train", *_argv(dataset, run, epochs=200)]
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        try:
-            for line in proc.stdout:
-                if line.startswith("epoch"):  # one epoch done, its last.pt saved or being saved
-                    break
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=120)
-        finally:
-            proc.kill()
-    assert proc.returncode == 143, err
-    assert "defectstream train: stopped by SIGTERM before it finished" in err
+
+    def one_epoch_done(proc):
+        for line in proc.stdout:
+            if line.startswith("epoch"):  # its last.pt saved or being saved
+                return
+
+    stop_with_sigterm("train", _argv(dataset, run, epochs=200), one_epoch_done)
     assert not list(run.glob("*.tmp"))
     done = len((run / "history.jsonl").read_text().splitlines())
     assert 1 <= done < 200
