@@ -411,7 +411,15 @@ def run_rate(
     camera = CameraGateway(settings, camera_id=tag)
     # The gate's consumer group is the same in every round, so a round's gate resumes where the previous one
     # stopped, and the reader starts at the end: neither spends the round's CPU on earlier rounds' records.
-    gate = RejectGate(settings, on_missed=lambda cmd, margin: on_command(cmd, missed=True))
+    # Silence alarms are reported, not logged: a round's gate joins an empty consumer group (the broker holds the
+    # join for group.initial.rebalance.delay.ms, 3 s) and a burst leaves verdicts for frames captured seconds ago,
+    # so a gate here is right to say its line was idle or far behind at times.
+    silences: list[float] = []
+    gate = RejectGate(
+        settings,
+        on_missed=lambda cmd, margin: on_command(cmd, missed=True),
+        on_silent=lambda line, lag_s: silences.append(round(lag_s, 1)),
+    )
     reader = TopicReader(settings, settings.topic(topics.RESULTS), from_end=True)
     # The reader is the bench's instrument, not part of camera -> worker -> gate: it reads the round's results once
     # the gate has every command, so that its fetches and parsing do not compete with the pipeline for the cores.
@@ -460,6 +468,7 @@ def run_rate(
         "results": len(mine),
         "gate_commands": len(arrivals),
         "deadline_misses": sum(missed for _, missed in arrivals.values()),
+        "gate_silence_alarms_s": silences,  # the lag at each alarm
         "capture_to_gate_ms": {
             "p50": nearest_rank(lat, 0.5),
             "p95": nearest_rank(lat, 0.95),
