@@ -411,9 +411,9 @@ def run_rate(
     camera = CameraGateway(settings, camera_id=tag)
     # The gate's consumer group is the same in every round, so a round's gate resumes where the previous one
     # stopped, and the reader starts at the end: neither spends the round's CPU on earlier rounds' records.
-    # Silence alarms are reported, not logged: a round's gate joins an empty consumer group (the broker holds the
-    # join for group.initial.rebalance.delay.ms, 3 s) and a burst leaves verdicts for frames captured seconds ago,
-    # so a gate here is right to say its line was idle or far behind at times.
+    # Silence alarms are reported, not logged: between rounds no frame is sent, a round's new gate may read the last
+    # heartbeat of the previous burst, and a burst leaves verdicts for frames captured seconds ago, so a gate here
+    # is right to say its line was idle or far behind at times.
     silences: list[float] = []
     gate = RejectGate(
         settings,

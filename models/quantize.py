@@ -331,10 +331,10 @@ def _quantize(args: argparse.Namespace, run: Path, tmp: Path, stop: ExitOnStopSi
         raise FileExistsError(f"{args.out} exists; pass --force to replace it")
     # Replace by renames: at every moment --out is either the old or the new complete artifact.
     old = args.out.with_name(f".{args.out.name}-old-{int(time.time())}")
-    with stop.deferred():  # a stop between the two renames would leave no artifact at --out
-        if args.out.exists():
-            args.out.rename(old)
-        tmp.rename(args.out)
-        shutil.rmtree(old, ignore_errors=True)
+    stop.finishing()  # a stop between the two renames would leave no artifact at --out
+    if args.out.exists():
+        args.out.rename(old)
+    tmp.rename(args.out)
+    shutil.rmtree(old, ignore_errors=True)
     print(f"wrote {args.out} ({artifact_meta.engine}, version {artifact_meta.version})")
     return accuracy

@@ -5,7 +5,7 @@ model conversion that is unsafe: its C++ calls back into Python (telemetry, the 
 raised there either aborts the process (std::terminate, status 134, half-built files left behind) or is caught and
 lost (measured: SIGTERMs at 0.6-1.5 s into `defectstream quantize` gave 134, 143 and 0). Inside
 :class:`ExitOnStopSignals` a signal instead runs a cleanup and ends the process at once with 128 + the signal,
-except while a step that must not be cut in two runs (:meth:`ExitOnStopSignals.deferred`).
+until the work is put in place (:meth:`ExitOnStopSignals.finishing`): from then on the command completes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import FrameType, TracebackType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -26,8 +25,7 @@ class ExitOnStopSignals:
         self.cleanup = cleanup
         self.what = what
         self._previous: dict[int, object] = {}
-        self._deferring = False
-        self._pending: int | None = None
+        self._finishing = False
 
     def __enter__(self) -> ExitOnStopSignals:
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
@@ -40,20 +38,15 @@ class ExitOnStopSignals:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
 
-    @contextmanager
-    def deferred(self) -> Iterator[None]:
-        """A signal that arrives in here takes effect when the block is done."""
-        self._deferring = True
-        try:
-            yield
-        finally:
-            self._deferring = False
-        if self._pending is not None:
-            self._exit(self._pending)
+    def finishing(self) -> None:
+        """From here on the command completes: it is putting finished work in place (renames that must not be cut
+        in two), and exiting 143 afterwards would tell a supervisor that a complete result is missing."""
+        self._finishing = True
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if self._deferring:
-            self._pending = signum
+        if self._finishing:
+            name = signal.Signals(signum).name
+            print(f"\n{self.what}: {name} while putting the result in place; finishing", file=sys.stderr, flush=True)
         else:
             self._exit(signum)
 

@@ -183,7 +183,9 @@ def _drop_history_after(path: Path, epochs_done: int) -> None:
     if not kept:
         path.unlink()
     elif len(kept) != len(rows):
-        path.write_text("".join(line + "\n" for line in kept))
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)  # a stop mid-write must not lose the rows of the epochs kept
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:

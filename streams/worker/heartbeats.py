@@ -5,6 +5,11 @@ one that nobody is inspecting (workers down or backlogged, camera or broker down
 is delivered, the worker notes per line the newest capture time it has delivered a verdict for, and sends it at most
 once an interval as a :class:`~schemas.records.LineHeartbeat`, keyed by the line's gate. The gate raises its alarm
 when the newest of them falls behind its clock (streams.gate).
+
+What this detects: a line that no worker is delivering verdicts for, or whose whole pool is far behind. What it
+does not: one stuck worker (or partition) among healthy ones, whose share of the parts passes without a verdict
+while the others' heartbeats keep the gate content; that needs a watermark per frames partition (the newest over
+all workers cannot show it). A crashed worker shows up instead as late commands once its partitions move.
 """
 
 from __future__ import annotations
