@@ -122,9 +122,12 @@ def run_demo(settings: Settings, *, frames: int = 200, fps: float = 20.0, timeou
                 target=camera.run,
                 # The demo classifier knows the skeleton's classes only; the camera shows it exactly those.
                 args=(synthetic_frames(frames, seed=int(time.time()), classes=tuple(SKELETON_RECIPE["classes"])),),
-                kwargs={"fps": fps},
-                daemon=True,  # Ctrl-C must not wait for the camera to finish its frames
+                # Stopped with the rest: a thread still generating frames (OpenCV) when the interpreter exits is
+                # cut off inside C++ and aborts the process ("terminate called without an active exception").
+                kwargs={"fps": fps, "stop": stop},
+                daemon=True,
             )
+            threads.append(sender)
             sender.start()
             started = time.monotonic()
             deadline = time.monotonic() + timeout_s

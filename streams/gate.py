@@ -223,7 +223,8 @@ class RejectGate:
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Heartbeat partitions are read from their end: a backlog of old heartbeats (a gate back after downtime)
-        would report a silence that is over. Commands resume from the committed offsets."""
+        would report a silence that is over. Commands resume from the committed offsets. assign() here suits the
+        eager assignors of consumer_config; under cooperative-sticky it would have to be incremental_assign()."""
         for p in partitions:
             if p.topic == self._heartbeats_topic:
                 p.offset = OFFSET_END
