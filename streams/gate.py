@@ -108,6 +108,8 @@ class RejectGate:
         self.metrics = metrics or GateMetrics()
         self.on_missed = on_missed or _log_miss
         self.on_silent = on_silent or _log_silence
+        if not settings.gate_silence_limit_s > 0:
+            raise ValueError(f"gate_silence_limit_s must be above 0 seconds, got {settings.gate_silence_limit_s}")
         self.silence_limit_ns = int(settings.gate_silence_limit_s * 1e9)
         self._heartbeats_topic = settings.topic(topics.LINE_HEARTBEATS)
         # The clock starts at the first poll (a bridge may build its gate long before the line runs); then it is the

@@ -78,6 +78,9 @@ def check_pipeline_limits(settings: Settings) -> None:
         raise ValueError(f"inference_streams must be at least 1, got {settings.inference_streams}")
     if settings.max_batches_in_flight < 1:
         raise ValueError(f"max_batches_in_flight must be at least 1, got {settings.max_batches_in_flight}")
+    if not settings.heartbeat_interval_s > 0:
+        # A Faust timer with no interval would spin the event loop.
+        raise ValueError(f"heartbeat_interval_s must be above 0 seconds, got {settings.heartbeat_interval_s}")
 
 
 def load_engine(settings: Settings) -> InferenceEngine:

@@ -212,3 +212,8 @@ def test_heartbeats_sent_before_the_gate_started_are_not_read(kafka_settings):
         assert _sample(gate, "defectstream_gate_inspection_lag_seconds") < 4.0
     finally:
         gate.consumer.close()
+
+
+def test_a_silence_limit_of_zero_is_refused(kafka_settings):
+    with pytest.raises(ValueError, match="gate_silence_limit_s must be above 0"):
+        RejectGate(kafka_settings.replace(gate_silence_limit_s=0.0))

@@ -12,6 +12,7 @@ from streams.worker.app import check_pipeline_limits
         ({"max_batches_in_flight": 0}, "max_batches_in_flight must be at least 1"),
         ({"inference_streams": 0}, "inference_streams must be at least 1"),
         ({"decode_threads": 0}, "decode_threads must be at least 1"),
+        ({"heartbeat_interval_s": 0.0}, "heartbeat_interval_s must be above 0"),
     ],
 )
 def test_batch_limits_the_agent_cannot_work_with_are_refused(change, message):
