@@ -245,6 +245,7 @@ def bare_throughput(
 
 
 # What each bare-engine measurement measured (the rest, engine and batch, is the same in both).
+SLOWEST_FRAMES = 5  # per round, in the JSON
 MEASURED = ("frames_per_s", "cpu_ms_per_frame", "batch_p50_ms", "cores_busy")
 
 
@@ -486,11 +487,33 @@ def run_rate(
             ),
             key=lambda x: x["capture_s"],
         )[:20],
+        "slowest": slowest_frames(arrivals, mine),
         "mean_batch": statistics.fmean(r.batch_size for r in mine) if mine else float("nan"),
         "sustained_fps": sustained,
         "wall_s": done - start,
         "cpu_s": cpu,
     }
+
+
+def slowest_frames(
+    arrivals: dict[str, tuple[float, bool]], results: list[InspectionResult], n: int = SLOWEST_FRAMES
+) -> list[dict[str, Any]]:
+    """The ``n`` frames slowest to the gate, each with its result's breakdown, batch size and worker: where a
+    round's p99 comes from (with 200-400 frames a round, p99 is one of its 2-4 slowest)."""
+    by_part = {r.part_id: r for r in results}
+    first_capture = min((r.capture_ts_ns for r in results), default=0)
+    rows = []
+    for part, (to_gate_ms, _) in sorted(arrivals.items(), key=lambda kv: kv[1][0], reverse=True)[:n]:
+        row: dict[str, Any] = {"part_id": part, "to_gate": round(to_gate_ms, 1)}
+        if (r := by_part.get(part)) is not None:
+            row |= {
+                "capture_s": round((r.capture_ts_ns - first_capture) / 1e9, 3),
+                **r.timings_ms,
+                "batch_size": r.batch_size,
+                "worker_id": r.worker_id,
+            }
+        rows.append(row)
+    return rows
 
 
 def worker_settings(base: Settings, args: argparse.Namespace, engine_classes: list[str], run: str) -> Settings:
@@ -608,7 +631,9 @@ def measure_pipeline(args: argparse.Namespace, frames: list[bytes], worker_cores
             for i in range(args.workers):  # one consumer group: the frames' partitions are shared among them
                 log_path = settings.cache_dir / "run" / f"e2e-worker-{run}{f'-{i + 1}' if i else ''}.log"
                 with on_cores(worker_cores):
-                    own = settings if i == 0 else settings.replace(web_port=free_port())
+                    # Own ids, so that a result (and a round's slowest frames) names the worker that made it.
+                    own = settings.replace(worker_id=f"{settings.worker_id}-w{i + 1}")
+                    own = own if i == 0 else own.replace(web_port=free_port())
                     workers.append(stack.enter_context(WorkerProcess(own, log_path)))
             for worker in workers:
                 worker.wait_ready()

@@ -159,3 +159,45 @@ def test_idle_means_under_a_tenth_of_a_core_per_worker_and_each_worker_under_it_
     assert not e2e_bench.is_idle(polling | {3: 0.2}, six, 0.1)  # one of them still catching up
     assert not e2e_bench.is_idle({pid: 0.09 for pid in range(1, 7)} | {9: 0.1}, six, 0.1)
     assert not e2e_bench.is_idle({9: 0.15}, {"kafka broker": (9,)}, 0.1)
+
+
+def test_the_slowest_frames_come_with_their_breakdown_batch_and_worker():
+    from schemas.records import InspectionResult
+
+    def result(part: str, capture_ns: int, batch: int, worker: str) -> InspectionResult:
+        return InspectionResult(
+            part_id=part,
+            line_id="L",
+            camera_id="c",
+            capture_ts_ns=capture_ns,
+            deadline_ts_ns=capture_ns + 200_000_000,
+            model_name="m",
+            model_version="v",
+            label="ok",
+            confidence=0.9,
+            top_k=[],
+            decision="review",
+            late=False,
+            timings_ms={"queue_wait": 1.0, "decode": 2.0, "inference": 3.0, "total_since_capture": 6.0},
+            batch_size=batch,
+            worker_id=worker,
+            decided_ts_ns=capture_ns + 6_000_000,
+        )
+
+    results = [result(f"p{i}", 1_000_000_000 + i * 50_000_000, 1 + i % 2, f"w{i % 2}") for i in range(10)]
+    arrivals = {f"p{i}": (10.0 + i, False) for i in range(10)} | {"p3": (120.0, False)}
+    arrivals["lost"] = (500.0, True)  # a command whose result the reader never saw still counts
+    rows = e2e_bench.slowest_frames(arrivals, results, n=3)
+    assert [r["part_id"] for r in rows] == ["lost", "p3", "p9"]
+    assert rows[0] == {"part_id": "lost", "to_gate": 500.0}
+    assert rows[1] == {
+        "part_id": "p3",
+        "to_gate": 120.0,
+        "capture_s": 0.15,
+        "queue_wait": 1.0,
+        "decode": 2.0,
+        "inference": 3.0,
+        "total_since_capture": 6.0,
+        "batch_size": 2,
+        "worker_id": "w1",
+    }
