@@ -23,11 +23,11 @@ import uuid
 from pathlib import Path
 
 import faust
-import numpy as np
 import torch
 
 from models import engines
 from models.engines.base import InferenceEngine
+from models.engines.warmup import warm_up
 from schemas import frame as frame_schema
 from schemas.records import DeadLetter, InspectionResult, LineCounts, LineStats, Record, SchemaError
 from streams import late_log
@@ -95,10 +95,25 @@ def load_engine(settings: Settings) -> InferenceEngine:
         cpu_pinning=settings.pin_inference_threads,
         streams=settings.inference_streams,
     )
-    # The first forward pass pays for allocator and kernel set-up (hundreds of ms); pay it before frames arrive.
-    engine.predict(np.zeros((1, 3, engine.input_size, engine.input_size), dtype=np.float32))
+    # Before frames arrive (at start, and before a reload swaps the engine in): the first pass pays for allocator and
+    # kernel set-up (hundreds of ms), and each batch size's first call again for its own.
+    started = time.perf_counter()
+    first_ms = warm_up(engine, settings.max_batch)
     log.info("serving %s (%s on %s) from %s", engine.version, engine.name, engine.device, settings.model_path)
+    log_warm_up("the loading thread", first_ms, time.perf_counter() - started)
     return engine
+
+
+def log_warm_up(where: str, first_ms: dict[int, float], seconds: float) -> None:
+    slowest = max(first_ms, key=first_ms.__getitem__)
+    log.info(
+        "batch sizes 1-%d warmed up on %s in %.1f s (slowest first call: batch %d, %.0f ms)",
+        max(first_ms),
+        where,
+        seconds,
+        slowest,
+        first_ms[slowest],
+    )
 
 
 def output_producer(settings: Settings) -> OutputProducer:
@@ -196,6 +211,11 @@ def create_app(
     stages = InspectionStages(inspector, decode_threads=settings.decode_threads)
     if warning := stages.in_flight_warning(settings.max_batches_in_flight):
         log.warning(warning)
+    # Again on the threads that will serve: an engine may keep per-thread state (PyTorch's cuDNN plans), so the
+    # loading thread's pass does not cover them. After a hot reload these threads serve the new model: one of the
+    # same architecture and input size finds the plans they built.
+    started = time.perf_counter()
+    log_warm_up("the inference threads", stages.warm_up(settings.max_batch), time.perf_counter() - started)
 
     reload_lock = asyncio.Lock()
     model_state = {"fingerprint": model_fingerprint(settings.model_path), "failed": None}

@@ -7,8 +7,10 @@ without Kafka. No Faust or Kafka import here.
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from models.engines.warmup import warm_up
 from streams.inspection import FrameInspector, IncomingFrame, Outgoing
 
 
@@ -52,6 +54,26 @@ class InspectionStages:
             f"max_batches_in_flight={max_batches_in_flight}: fewer than two batches in flight per stage thread "
             f"({self.threads}); under load some threads will wait for a batch"
         )
+
+    def warm_up(self, max_batch: int) -> dict[int, float]:
+        """Run every batch size from 1 to ``max_batch`` through the serving engine on each inference thread, before
+        frames arrive; returns, per size, its slowest first call over the threads (ms).
+
+        On the inference threads themselves, because an engine may keep per-thread state: PyTorch keeps cuDNN's
+        execution plans per thread (``thread_local`` in ATen's cuDNN convolution), so the plans the engine loader's
+        thread built are built again on a serving thread's first batch of each size: 75-85 ms each for the
+        ResNet-50 at 160 px in FP16 on an H200, against 5 ms warm (bench/first_calls.py). At line rates that first
+        batch of a size turned up in the middle of a run, one per worker, and set the p99 of a multi-worker round."""
+        n = self.threads["infer"]
+        engine = self.inspector.serving.engine
+        every_thread = threading.Barrier(n)  # each call holds its thread until all n have one
+
+        def on_this_thread() -> dict[int, float]:
+            every_thread.wait(timeout=60)
+            return warm_up(engine, max_batch)
+
+        per_thread = [f.result() for f in [self._pools["infer"].submit(on_this_thread) for _ in range(n)]]
+        return {size: max(first[size] for first in per_thread) for size in per_thread[0]}
 
     def follow_engine(self) -> None:
         """After a hot reload: as many inference threads as the engine now serving infers batches at once. Batches

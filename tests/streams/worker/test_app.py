@@ -29,7 +29,7 @@ def test_the_worker_loads_its_engine_with_the_pinning_and_streams_settings(monke
     asked = {}
 
     class Engine:
-        input_size, version, name, device = 8, "v", "fake", "cpu"
+        input_size, version, name, device, concurrent_batches = 8, "v", "fake", "cpu", 1
 
         def predict(self, batch):
             return batch
@@ -43,3 +43,21 @@ def test_the_worker_loads_its_engine_with_the_pinning_and_streams_settings(monke
     app.load_engine(Settings.from_env(env, model_path=tmp_path))
     assert asked["cpu_pinning"] is pin
     assert asked["streams"] == 3
+
+
+def test_the_worker_runs_every_batch_size_it_can_take_through_each_stream_before_it_serves(monkeypatch, skeleton_model):
+    from models import engines
+    from streams.worker import app
+
+    sizes: list[int] = []
+    real_load = engines.load_engine
+
+    def load(path, **kwargs):
+        engine = real_load(path, **kwargs)  # the skeleton checkpoint (torch), as the worker asked for it
+        predict = engine.predict
+        engine.predict = lambda batch: (sizes.append(len(batch)), predict(batch))[1]
+        return engine
+
+    monkeypatch.setattr(engines, "load_engine", load)
+    app.load_engine(Settings.from_env({"DEFECTSTREAM_MAX_BATCH": "5"}, model_path=skeleton_model))
+    assert sizes == [1, 2, 3, 4, 5]  # one call each: torch infers one batch at a time (streams: test_engine_warmup)

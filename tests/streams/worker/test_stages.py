@@ -110,3 +110,24 @@ def test_a_batch_keeps_the_model_serving_when_it_was_taken_even_if_decoded_after
     stages.shutdown()
     versions = [o.record.model_version for o in first + second if o.role == topics.RESULTS]
     assert versions == ["old", "new"]
+
+
+def test_the_warm_up_runs_every_batch_size_on_each_inference_thread():
+    class ThreadRecordingEngine(TwoAtOnceEngine):
+        def __init__(self):
+            super().__init__()
+            self.calls: list[tuple[str, int]] = []
+
+        def predict(self, batch):
+            self.calls.append((threading.current_thread().name, len(batch)))
+            return super().predict(batch)
+
+    engine = ThreadRecordingEngine()
+    stages = InspectionStages(make_inspector(engine))
+    first_ms = stages.warm_up(3)
+    threads = {name for name, _ in engine.calls}
+    stages.shutdown()
+    assert sorted(first_ms) == [1, 2, 3]
+    assert len(threads) == 2 and all(name.startswith("infer") for name in threads)
+    for name in threads:  # each thread: every size, once per batch the engine infers at once
+        assert sorted(size for t, size in engine.calls if t == name) == [1, 1, 2, 2, 3, 3]
