@@ -98,6 +98,11 @@ class Settings:
     # a partition is read within a fetch round trip, or a few batches when the worker is busy (Faust takes from every
     # partition in turn), so a minute without a single read is not a slow worker.
     fetch_stall_limit_s: float = 60.0
+    # Exit (code 75, unacked) when one call of a stage (decode, inference, verdicts) has been running this long
+    # (streams.worker.stages): a hung model or driver call, whose frames would otherwise go uninspected while the
+    # worker keeps its partitions and answers /healthz. A batch's call takes well under a second here (inference at
+    # batch 16 on 2 cores ~0.3 s; a first CUDA call ~0.5 s); 0 = never.
+    stage_stall_limit_s: float = 10.0
     # How often the worker tells each line's gate how far its inspection has got (streams.worker.heartbeats).
     heartbeat_interval_s: float = 1.0
     web_port: int = 6066

@@ -448,6 +448,26 @@ def create_app(
             )
             os._exit(75)
 
+    if settings.stage_stall_limit_s > 0:
+
+        @app.timer(interval=1.0)
+        async def watch_stages() -> None:
+            # A stage call that never returns (a hung model or driver call) leaves its batch, and every batch behind
+            # it, uninspected while this worker keeps its partitions and answers /healthz; the other workers'
+            # heartbeats keep the gate content. Exiting unacked moves the partitions to a healthy worker, which
+            # inspects the frames again (late, so the gate decides: fail-safe).
+            running = stages.longest_running()
+            if running is not None and running[1] > settings.stage_stall_limit_s and not app.should_stop:
+                stage, seconds = running
+                log.critical(
+                    "one %s call has been running for %.0f s (DEFECTSTREAM_STAGE_STALL_LIMIT_S=%g); exiting "
+                    "unacked so another worker inspects this worker's frames",
+                    stage,
+                    seconds,
+                    settings.stage_stall_limit_s,
+                )
+                os._exit(75)
+
     if settings.fetch_stall_limit_s > 0:
         fetch_watchdog = fetch_watch.FetchWatchdog(settings.fetch_stall_limit_s)
 

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from models.engines.warmup import warm_up
 from streams.inspection import FrameInspector, IncomingFrame, Outgoing
+
+T = TypeVar("T")
 
 
 class InspectionStages:
@@ -35,6 +40,9 @@ class InspectionStages:
         self._pools = {
             name: ThreadPoolExecutor(max_workers=n, thread_name_prefix=name) for name, n in self.threads.items()
         }
+        self._clock = time.monotonic
+        self._running: dict[object, tuple[str, float]] = {}  # a stage call now running -> (stage, started)
+        self._running_lock = threading.Lock()
 
     @property
     def batches_to_keep_busy(self) -> int:
@@ -86,6 +94,28 @@ class InspectionStages:
         self.threads["infer"] = wanted
         old.shutdown(wait=False)
 
+    def longest_running(self) -> tuple[str, float] | None:
+        """The stage of the stage call that has been running longest, and for how many seconds; None when no call
+        runs. Only calls a thread is working on count, not batches queued for a thread: a busy worker's batches wait,
+        a stuck one's call never returns (a hung driver or model call). See the worker's stage watchdog."""
+        with self._running_lock:
+            calls = list(self._running.values())
+        if not calls:
+            return None
+        stage, started = min(calls, key=lambda call: call[1])
+        return stage, self._clock() - started
+
+    def _timed(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        """Runs in the stage's thread: ``fn(*args)``, known to :meth:`longest_running` while it runs."""
+        token = object()
+        with self._running_lock:
+            self._running[token] = (stage, self._clock())
+        try:
+            return fn(*args)
+        finally:
+            with self._running_lock:
+                del self._running[token]
+
     async def run(self, frames: list[IncomingFrame]) -> tuple[list[Outgoing], float]:
         """Decode, infer and decide ``frames``; returns the records and the batch's own decode + inference time (s).
         The model is chosen here, on the event loop, so batches meet a hot reload in the order they were taken even
@@ -93,9 +123,11 @@ class InspectionStages:
         loop = asyncio.get_running_loop()
         inspector = self.inspector
         serving = inspector.serving
-        decoded = await loop.run_in_executor(self._pools["decode"], inspector.decode, frames, serving)
-        inferred = await loop.run_in_executor(self._pools["infer"], inspector.infer, decoded)
-        outgoing = await loop.run_in_executor(self._pools["decide"], inspector.decide, inferred)
+        decoded = await loop.run_in_executor(
+            self._pools["decode"], self._timed, "decode", inspector.decode, frames, serving
+        )
+        inferred = await loop.run_in_executor(self._pools["infer"], self._timed, "infer", inspector.infer, decoded)
+        outgoing = await loop.run_in_executor(self._pools["decide"], self._timed, "decide", inspector.decide, inferred)
         return outgoing, (decoded.decode_ms * len(frames) + inferred.infer_ms) / 1000
 
     def shutdown(self) -> None:

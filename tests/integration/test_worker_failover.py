@@ -7,8 +7,11 @@ new worker, so a part id can have two results. Every part id must have at least 
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
@@ -148,3 +151,81 @@ def test_sigterm_drains_the_batch_in_flight_and_commits(kafka_settings, skeleton
     assert_no_gap_marked(first, second)
     repeated = {p: sorted(r.worker_id for r in results if r.part_id == p) for p, n in per_part.items() if n > 1}
     assert not repeated, f"{len(repeated)} frames inspected twice: {dict(list(repeated.items())[:5])}"
+
+
+HUNG_MODEL_CALL = """\
+# Fault injection for tests/integration/test_worker_failover.py: the worker's model call hangs, as a hung driver or
+# runtime call would, on its HANG_ON_LIVE_BATCH-th batch of live frames (warm-up batches are all zeros).
+import os
+import threading
+
+from models.engines import torch_engine
+
+_real_predict = torch_engine.TorchEngine.predict
+_live = [0]
+
+
+def _predict(self, batch):
+    if threading.current_thread().name.startswith("infer") and batch.any():
+        _live[0] += 1
+        if _live[0] >= int(os.environ["HANG_ON_LIVE_BATCH"]):
+            threading.Event().wait()
+    return _real_predict(self, batch)
+
+
+torch_engine.TorchEngine.predict = _predict
+"""
+
+
+def test_a_hung_model_call_exits_the_worker_unacked_and_another_inspects_its_frames(
+    kafka_settings, skeleton_model, tmp_path, monkeypatch
+):
+    """One stuck worker among healthy ones: its inference call never returns, so without the stage watchdog its
+    partitions' frames would never get a verdict while it kept its partitions (and /healthz)."""
+    settings = kafka_settings.replace(
+        model_path=skeleton_model, model_reload_interval_s=0, stage_stall_limit_s=3.0, max_batch=4
+    )
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HUNG_MODEL_CALL)
+    # The project root too: sitecustomize runs before the worker's own directory is on sys.path.
+    root = str(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), root, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("HANG_ON_LIVE_BATCH", "3")
+    hung = WorkerProcess(settings.replace(web_port=free_port(), worker_id="hung"), tmp_path / "hung.log").start()
+    monkeypatch.undo()  # the healthy worker runs without the hook
+    healthy = WorkerProcess(settings.replace(web_port=free_port(), worker_id="healthy"), tmp_path / "healthy.log")
+    healthy.start()
+    reader = TopicReader(settings, settings.topic(topics.RESULTS))
+    try:
+        hung.wait_ready()
+        healthy.wait_ready()
+        camera = CameraGateway(settings)
+        camera.run(synthetic_frames(120, seed=3, classes=tuple(RECIPE["classes"])), fps=40)
+        assert (camera.stats.delivered, camera.stats.failed) == (120, 0)
+        deadline = time.monotonic() + 30
+        while hung.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert hung.returncode == 75, hung.log_tail()
+        log = hung.log_path.read_text(errors="replace")
+        assert "one infer call has been running for" in log and "exiting unacked" in log, hung.log_tail()
+        sent = set(camera.stats.part_labels)
+        seen = reader.read_until(
+            lambda r: sent <= {InspectionResult.from_json(x.value).part_id for x in r}, timeout_s=90
+        )
+        assert healthy.returncode is None, healthy.log_tail()
+    finally:
+        reader.close()
+        hung.stop()
+        healthy.stop()
+    results = [InspectionResult.from_json(r.value) for r in seen]
+    missing = sorted(sent - {r.part_id for r in results})
+    assert not missing, f"{len(missing)} frames never inspected: {missing[:5]}; " + where_lost(
+        settings, missing, (hung, healthy)
+    )
+    by_worker = collections.Counter(r.worker_id for r in results)
+    # The hung worker delivered two live batches at most before its call hung; the healthy one took over the rest
+    # of its partitions once the group noticed it was gone.
+    assert by_worker["hung"] <= 2 * settings.max_batch, by_worker
+    assert by_worker["healthy"] >= len(sent) - by_worker["hung"]
+    assert_no_gap_marked(hung, healthy)

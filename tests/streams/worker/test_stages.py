@@ -131,3 +131,52 @@ def test_the_warm_up_runs_every_batch_size_on_each_inference_thread():
     assert len(threads) == 2 and all(name.startswith("infer") for name in threads)
     for name in threads:  # each thread: every size, once per batch the engine infers at once
         assert sorted(size for t, size in engine.calls if t == name) == [1, 1, 2, 2, 3, 3]
+
+
+def test_only_a_stage_call_a_thread_is_working_on_counts_as_running_and_for_how_long():
+    class OneCallAtATimeEngine(FixedEngine):
+        """Each predict() call waits until the test lets it go; ``entered`` counts the calls that have started."""
+
+        def __init__(self):
+            super().__init__()
+            self.go = threading.Semaphore(0)
+            self.entered = 0
+
+        def predict(self, batch):
+            self.entered += 1
+            assert self.go.acquire(timeout=10)
+            return super().predict(batch)
+
+    engine = OneCallAtATimeEngine()
+    stages = InspectionStages(make_inspector(engine))
+    now = [100.0]
+    stages._clock = lambda: now[0]
+    assert stages.longest_running() is None
+
+    async def until(condition):
+        for _ in range(500):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    async def two_batches():
+        first = asyncio.ensure_future(stages.run([incoming_frame("a", flat_jpeg(220))]))
+        second = asyncio.ensure_future(stages.run([incoming_frame("b", flat_jpeg(220), offset=1)]))
+        await until(lambda: engine.entered == 1)
+        await asyncio.sleep(0.1)  # the second batch is decoded by now, queued for the one inference thread
+        now[0] = 112.5
+        stuck = stages.longest_running()
+        engine.go.release()  # the first call returns; the second starts now, at 112.5
+        await until(lambda: engine.entered == 2)
+        now[0] = 113.0
+        second_call = stages.longest_running()
+        engine.go.release()
+        await first, await second
+        return stuck, second_call
+
+    stuck, second_call = asyncio.run(two_batches())
+    assert stuck == ("infer", 12.5)
+    assert second_call == ("infer", 0.5)  # counted from when its call started, not from when it was queued (100)
+    assert stages.longest_running() is None  # every call finished
+    stages.shutdown()
