@@ -100,8 +100,8 @@ class Settings:
     fetch_stall_limit_s: float = 60.0
     # Exit (code 75, unacked) when one call of a stage (decode, inference, verdicts) has been running this long
     # (streams.worker.stages): a hung model or driver call, whose frames would otherwise go uninspected while the
-    # worker keeps its partitions and answers /healthz. A batch's call takes well under a second here (inference at
-    # batch 16 on 2 cores ~0.3 s; a first CUDA call ~0.5 s); 0 = never.
+    # worker keeps its partitions and answers /healthz. A batch's call takes well under a second here (INT8
+    # inference at batch 8 on 2 cores 0.05-0.2 s; a first CUDA call ~0.5 s); 0 = never.
     stage_stall_limit_s: float = 10.0
     # How often the worker tells each line's gate how far its inspection has got (streams.worker.heartbeats).
     heartbeat_interval_s: float = 1.0

@@ -11,8 +11,9 @@ from models.engines.base import InferenceEngine
 
 def warm_up(engine: InferenceEngine, max_batch: int) -> dict[int, float]:
     """Run one zero batch of every size from 1 to ``max_batch`` through ``engine``, once per batch it infers at once
-    (``concurrent_batches``: OpenVINO sets up each infer request for a new shape on its own). Returns, per size, the
-    milliseconds of its first call.
+    (``concurrent_batches``: each OpenVINO infer request meets the size too, though most of the cost is the compiled
+    model's: for batches of 3-8 the first request's first call took 28-64 ms more than warm, the second's 1-17 ms,
+    ``bench/first_calls.py``). Returns, per size, the milliseconds of its first call.
 
     Why every size: a worker's batches take whatever size the frames that came within ``max_wait_s`` make, and an
     engine's first call at a new size is slower than later ones: OpenVINO INT8 on the 2-core CPU here, ResNet-50 at

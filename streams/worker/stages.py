@@ -69,8 +69,8 @@ class InspectionStages:
 
         On the inference threads themselves, because an engine may keep per-thread state: PyTorch keeps cuDNN's
         execution plans per thread (``thread_local`` in ATen's cuDNN convolution), so the plans the engine loader's
-        thread built are built again on a serving thread's first batch of each size: 75-85 ms each for the
-        ResNet-50 at 160 px in FP16 on an H200, against 5 ms warm (bench/first_calls.py). At line rates that first
+        thread built are built again on a serving thread's first batch of each size: 75-99 ms each for the
+        ResNet-50 at 160 px in FP16 on an H200, against 5-10 ms warm (bench/first_calls.py). At line rates that first
         batch of a size turned up in the middle of a run, one per worker, and set the p99 of a multi-worker round."""
         n = self.threads["infer"]
         engine = self.inspector.serving.engine
