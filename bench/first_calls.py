@@ -8,8 +8,9 @@ runs every size once before it serves (``models.engines.warmup``); this measures
 time, sizes in increasing order, each called ``--repeats`` more times after its first call (median counted), the
 way the worker's warm-up calls them (once per engine stream).
 
-Then the same sizes once each on a new thread, as a worker's inference thread calls an engine its loading thread
-warmed up (PyTorch keeps cuDNN's execution plans per thread). Then, with every size warm, a single frame after the
+Then the same sizes once each on a new thread: what a thread that has not met the engine yet pays even when another
+thread has warmed it up (PyTorch keeps cuDNN's execution plans per thread; why the worker warms each inference
+thread itself). Then, with every size warm, a single frame after the
 engine sat idle for each of ``--idle-gaps`` seconds (``--repeats`` times each): what the first frame after a pause in
 the line costs (on a GPU, with its SM clock as NVML reports it just before the call). Prints tables and writes JSON
 to ``--out``.

@@ -27,7 +27,6 @@ import torch
 
 from models import engines
 from models.engines.base import InferenceEngine
-from models.engines.warmup import warm_up
 from schemas import frame as frame_schema
 from schemas.records import DeadLetter, InspectionResult, LineCounts, LineStats, Record, SchemaError
 from streams import late_log
@@ -95,12 +94,7 @@ def load_engine(settings: Settings) -> InferenceEngine:
         cpu_pinning=settings.pin_inference_threads,
         streams=settings.inference_streams,
     )
-    # Before frames arrive (at start, and before a reload swaps the engine in): the first pass pays for allocator and
-    # kernel set-up (hundreds of ms), and each batch size's first call again for its own.
-    started = time.perf_counter()
-    first_ms = warm_up(engine, settings.max_batch)
-    log.info("serving %s (%s on %s) from %s", engine.version, engine.name, engine.device, settings.model_path)
-    log_warm_up("the loading thread", first_ms, time.perf_counter() - started)
+    log.info("loaded %s (%s on %s) from %s", engine.version, engine.name, engine.device, settings.model_path)
     return engine
 
 
@@ -211,9 +205,9 @@ def create_app(
     stages = InspectionStages(inspector, decode_threads=settings.decode_threads)
     if warning := stages.in_flight_warning(settings.max_batches_in_flight):
         log.warning(warning)
-    # Again on the threads that will serve: an engine may keep per-thread state (PyTorch's cuDNN plans), so the
-    # loading thread's pass does not cover them. After a hot reload these threads serve the new model: one of the
-    # same architecture and input size finds the plans they built.
+    # Before frames arrive, on the threads that will serve: the first pass pays for allocator and kernel set-up
+    # (hundreds of ms), each batch size's first call again for its own, and an engine may keep per-thread state
+    # (PyTorch's cuDNN plans). A hot reload does the same on the new model's own threads (reload_model).
     started = time.perf_counter()
     log_warm_up("the inference threads", stages.warm_up(settings.max_batch), time.perf_counter() - started)
 
@@ -401,10 +395,13 @@ def create_app(
                 return {"reloaded": False, "model_version": inspector.serving.version}
             loop = asyncio.get_running_loop()
             try:
-                # Loaded in its own thread: frames keep flowing through the current engine meanwhile.
+                # Loaded and warmed up on threads of its own: frames keep flowing through the current engine
+                # meanwhile, and the new one's first live batches find their threads warm.
                 new_engine = await loop.run_in_executor(None, load_engine, settings)
-                old = inspector.swap_engine(new_engine)
-                stages.follow_engine()  # e.g. OpenVINO (2 streams) -> torch (1 batch at a time)
+                started = time.perf_counter()
+                prepared = await loop.run_in_executor(None, stages.prepare, new_engine, settings.max_batch)
+                log_warm_up("the new model's inference threads", prepared.first_ms, time.perf_counter() - started)
+                old = stages.swap(prepared)
             except Exception as exc:
                 model_state["failed"] = fingerprint
                 metrics.model_reloads.labels("failed").inc()

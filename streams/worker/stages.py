@@ -7,16 +7,60 @@ without Kafka. No Faust or Kafka import here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from models.engines.base import InferenceEngine
 from models.engines.warmup import warm_up
-from streams.inspection import FrameInspector, IncomingFrame, Outgoing
+from streams.inspection import FrameInspector, IncomingFrame, Outgoing, ServingModel
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class _InferenceLane:
+    """One model's inference threads. A batch is inferred on the threads of the model it was taken with, and a
+    model's threads are warmed up for it before it serves (see :meth:`InspectionStages.prepare`).
+
+    ``replaced``: the lane this one took over from. Its batches, all taken earlier, are inferred before this lane's
+    first one, as they would be on shared threads: at a swap the two models never infer at once (no cores or GPU
+    oversubscribed), and verdicts are decided in the order their batches were taken."""
+
+    def __init__(self, serving: ServingModel, pool: ThreadPoolExecutor, replaced: _InferenceLane | None = None):
+        self.serving = serving
+        self.pool = pool
+        self.replaced = replaced
+        self.batches = 0  # batches taken for this model and not yet inferred
+        self._idle: list[asyncio.Future[None]] = []  # waiting for batches to reach 0
+
+    async def until_idle(self) -> None:
+        while self.batches:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle.append(waiter)
+            await waiter
+
+    def batch_inferred(self) -> None:
+        self.batches -= 1
+        if self.batches == 0:
+            for waiter in self._idle:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._idle.clear()
+
+
+@dataclass(frozen=True)
+class PreparedEngine:
+    """An engine that does not serve yet, with inference threads of its own already warmed up for it."""
+
+    engine: InferenceEngine
+    pool: ThreadPoolExecutor
+    first_ms: dict[int, float]  # per batch size, its slowest first call over the threads
 
 
 class InspectionStages:
@@ -30,16 +74,23 @@ class InspectionStages:
     - decide: one thread, so a batch's commands never queue behind the decode of a later batch.
 
     Batches may finish out of order when a stage has several threads; the caller delivers them in order
-    (streams.worker.pipeline.BatchPipeline)."""
+    (streams.worker.pipeline.BatchPipeline).
+
+    A hot reload goes through :meth:`prepare` and :meth:`swap`, so that the new model's first live batches run on
+    threads that have already met every batch size with it."""
 
     def __init__(self, inspector: FrameInspector, *, decode_threads: int = 1) -> None:
         if decode_threads < 1:
             raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
         self.inspector = inspector
-        self.threads = {"decode": decode_threads, "infer": inspector.serving.engine.concurrent_batches, "decide": 1}
+        engine = inspector.serving.engine
+        self.threads = {"decode": decode_threads, "infer": engine.concurrent_batches, "decide": 1}
         self._pools = {
-            name: ThreadPoolExecutor(max_workers=n, thread_name_prefix=name) for name, n in self.threads.items()
+            name: ThreadPoolExecutor(max_workers=self.threads[name], thread_name_prefix=name)
+            for name in ("decode", "decide")
         }
+        self._lane = _InferenceLane(inspector.serving, self._inference_threads(engine))
+        self._retiring: list[_InferenceLane] = []  # lanes of models swapped out, until their last batch is inferred
         self._clock = time.monotonic
         self._running: dict[object, tuple[str, float]] = {}  # a stage call now running -> (stage, started)
         self._running_lock = threading.Lock()
@@ -68,31 +119,76 @@ class InspectionStages:
         frames arrive; returns, per size, its slowest first call over the threads (ms).
 
         On the inference threads themselves, because an engine may keep per-thread state: PyTorch keeps cuDNN's
-        execution plans per thread (``thread_local`` in ATen's cuDNN convolution), so the plans the engine loader's
-        thread built are built again on a serving thread's first batch of each size: 75-99 ms each for the
-        ResNet-50 at 160 px in FP16 on an H200, against 5-10 ms warm (bench/first_calls.py). At line rates that first
-        batch of a size turned up in the middle of a run, one per worker, and set the p99 of a multi-worker round."""
-        n = self.threads["infer"]
-        engine = self.inspector.serving.engine
+        execution plans per thread (``thread_local`` in ATen's cuDNN convolution), so plans another thread built are
+        built again on a serving thread's first batch of each size: 75-99 ms each for the ResNet-50 at 160 px in FP16
+        on an H200, against 5-10 ms warm (bench/first_calls.py). At line rates that first batch of a size turned up
+        in the middle of a run, one per worker, and set the p99 of a multi-worker round."""
+        return self._warm(self._lane.pool, self._lane.serving.engine, max_batch)
+
+    def prepare(self, engine: InferenceEngine, max_batch: int) -> PreparedEngine:
+        """New inference threads for ``engine``, warmed up for it as :meth:`warm_up` does, while the serving model
+        goes on with its own threads; hand the result to :meth:`swap`. Blocks for the warm-up: call it from a thread
+        of its own. Refuses (ValueError) an engine whose classes the decision policy does not fit, before any
+        warm-up."""
+        self.inspector.serving.decisions.check(engine.class_names)
+        pool = self._inference_threads(engine)
+        try:
+            first_ms = self._warm(pool, engine, max_batch)
+        except BaseException:
+            pool.shutdown(wait=False)
+            raise
+        return PreparedEngine(engine, pool, first_ms)
+
+    def swap(self, prepared: PreparedEngine) -> ServingModel:
+        """Serve the prepared engine, on its own threads, from the next batch on; returns the model it replaces.
+        Call it on the event loop that runs the batches. Batches taken before finish on the old model and its
+        threads, which stop once the last of them is inferred."""
+        try:
+            old = self.inspector.swap_engine(prepared.engine)
+        except BaseException:
+            prepared.pool.shutdown(wait=False)
+            raise
+        self._retiring.append(self._lane)
+        self._lane = _InferenceLane(self.inspector.serving, prepared.pool, replaced=self._lane)
+        self.threads["infer"] = prepared.engine.concurrent_batches
+        self._stop_idle_lanes()
+        return old
+
+    @staticmethod
+    def _inference_threads(engine: InferenceEngine) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=engine.concurrent_batches, thread_name_prefix="infer")
+
+    @staticmethod
+    def _warm(pool: ThreadPoolExecutor, engine: InferenceEngine, max_batch: int) -> dict[int, float]:
+        n = engine.concurrent_batches
         every_thread = threading.Barrier(n)  # each call holds its thread until all n have one
 
         def on_this_thread() -> dict[int, float]:
             every_thread.wait(timeout=60)
             return warm_up(engine, max_batch)
 
-        per_thread = [f.result() for f in [self._pools["infer"].submit(on_this_thread) for _ in range(n)]]
+        per_thread = [f.result() for f in [pool.submit(on_this_thread) for _ in range(n)]]
         return {size: max(first[size] for first in per_thread) for size in per_thread[0]}
 
-    def follow_engine(self) -> None:
-        """After a hot reload: as many inference threads as the engine now serving infers batches at once. Batches
-        already handed to the old threads finish there."""
-        wanted = self.inspector.serving.engine.concurrent_batches
-        if wanted == self.threads["infer"]:
-            return
-        old = self._pools["infer"]
-        self._pools["infer"] = ThreadPoolExecutor(max_workers=wanted, thread_name_prefix="infer")
-        self.threads["infer"] = wanted
-        old.shutdown(wait=False)
+    def _lane_for_next_batch(self) -> _InferenceLane:
+        serving = self.inspector.serving
+        if serving is not self._lane.serving:
+            # Swapped on the inspector directly, past prepare() and swap(): serve it anyway, on threads that have
+            # not met it yet (its first batch of each size pays the engine's first-call cost).
+            log.warning(
+                "model %s swapped in without InspectionStages.swap: its threads were not warmed up", serving.version
+            )
+            self._retiring.append(self._lane)
+            self._lane = _InferenceLane(serving, self._inference_threads(serving.engine), replaced=self._lane)
+            self.threads["infer"] = serving.engine.concurrent_batches
+        return self._lane
+
+    def _stop_idle_lanes(self) -> None:
+        for lane in [lane for lane in self._retiring if lane.batches == 0]:
+            lane.pool.shutdown(wait=False)  # nothing is queued on it any more: its threads just end
+            self._retiring.remove(lane)
+        if self._lane.replaced is not None and self._lane.replaced.batches == 0:
+            self._lane.replaced = None  # let the old engine go now, not at the new one's first batch
 
     def longest_running(self) -> tuple[str, float] | None:
         """The stage of the stage call that has been running longest, and for how many seconds; None when no call
@@ -118,18 +214,26 @@ class InspectionStages:
 
     async def run(self, frames: list[IncomingFrame]) -> tuple[list[Outgoing], float]:
         """Decode, infer and decide ``frames``; returns the records and the batch's own decode + inference time (s).
-        The model is chosen here, on the event loop, so batches meet a hot reload in the order they were taken even
-        when several decode threads start them out of order."""
+        The model (and with it the inference threads) is chosen here, on the event loop, so batches meet a hot reload
+        in the order they were taken even when several decode threads start them out of order."""
         loop = asyncio.get_running_loop()
         inspector = self.inspector
-        serving = inspector.serving
-        decoded = await loop.run_in_executor(
-            self._pools["decode"], self._timed, "decode", inspector.decode, frames, serving
-        )
-        inferred = await loop.run_in_executor(self._pools["infer"], self._timed, "infer", inspector.infer, decoded)
+        lane = self._lane_for_next_batch()
+        lane.batches += 1
+        try:
+            decoded = await loop.run_in_executor(
+                self._pools["decode"], self._timed, "decode", inspector.decode, frames, lane.serving
+            )
+            if lane.replaced is not None:
+                await lane.replaced.until_idle()
+                lane.replaced = None
+            inferred = await loop.run_in_executor(lane.pool, self._timed, "infer", inspector.infer, decoded)
+        finally:
+            lane.batch_inferred()
+            self._stop_idle_lanes()
         outgoing = await loop.run_in_executor(self._pools["decide"], self._timed, "decide", inspector.decide, inferred)
         return outgoing, (decoded.decode_ms * len(frames) + inferred.infer_ms) / 1000
 
     def shutdown(self) -> None:
-        for pool in self._pools.values():
+        for pool in [*self._pools.values(), self._lane.pool, *(lane.pool for lane in self._retiring)]:
             pool.shutdown(wait=True)

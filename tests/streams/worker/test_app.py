@@ -45,19 +45,24 @@ def test_the_worker_loads_its_engine_with_the_pinning_and_streams_settings(monke
     assert asked["streams"] == 3
 
 
-def test_the_worker_runs_every_batch_size_it_can_take_through_each_stream_before_it_serves(monkeypatch, skeleton_model):
-    from models import engines
+def test_the_worker_runs_every_batch_size_it_can_take_on_its_inference_threads_before_it_serves(
+    skeleton_model, tmp_path
+):
+    import threading
+
     from streams.worker import app
 
-    sizes: list[int] = []
-    real_load = engines.load_engine
-
-    def load(path, **kwargs):
-        engine = real_load(path, **kwargs)  # the skeleton checkpoint (torch), as the worker asked for it
-        predict = engine.predict
-        engine.predict = lambda batch: (sizes.append(len(batch)), predict(batch))[1]
-        return engine
-
-    monkeypatch.setattr(engines, "load_engine", load)
-    app.load_engine(Settings.from_env({"DEFECTSTREAM_MAX_BATCH": "5"}, model_path=skeleton_model))
-    assert sizes == [1, 2, 3, 4, 5]  # one call each: torch infers one batch at a time (streams: test_engine_warmup)
+    settings = Settings.from_env(
+        {"DEFECTSTREAM_MAX_BATCH": "5"},
+        model_path=skeleton_model,
+        cache_dir=tmp_path,
+        kafka_bootstrap_servers="127.0.0.1:9",  # the app is built, never started: nothing connects
+    )
+    engine = app.load_engine(settings)  # the skeleton checkpoint (torch): one batch at a time, one inference thread
+    calls: list[tuple[str, int]] = []
+    predict = engine.predict
+    engine.predict = lambda batch: (calls.append((threading.current_thread().name, len(batch))), predict(batch))[1]
+    assert calls == []  # loading alone runs nothing through the engine
+    app.create_app(settings, engine, producer=object())
+    assert [size for _, size in calls] == [1, 2, 3, 4, 5]  # streams: test_engine_warmup, threads: test_stages
+    assert all(name.startswith("infer") for name, _ in calls)

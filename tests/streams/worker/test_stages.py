@@ -1,5 +1,8 @@
 import asyncio
+import gc
 import threading
+import time
+import weakref
 
 import pytest
 
@@ -80,57 +83,138 @@ def test_too_few_batches_in_flight_for_the_stage_threads_is_named():
     stages.shutdown()
 
 
-def test_after_a_reload_the_inference_threads_follow_the_new_engine():
-    inspector = make_inspector(TwoAtOnceEngine())
-    stages = InspectionStages(inspector)
-    assert stages.threads["infer"] == 2
-    inspector.swap_engine(FixedEngine(version="one-at-a-time"))
-    stages.follow_engine()
-    assert stages.threads["infer"] == 1 and stages.batches_to_keep_busy == 6
-    outgoing, _ = asyncio.run(stages.run([incoming_frame("p1", flat_jpeg(220))]))
+class ThreadRecordingEngine(FixedEngine):
+    """Records the thread and batch size of every predict() call, and whether it was a warm-up's (all-zero input);
+    live calls take ``live_s`` and their (start, end) times are kept in ``live_spans``."""
+
+    def __init__(self, concurrent_batches: int = 2, live_s: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.concurrent_batches = concurrent_batches
+        self.live_s = live_s
+        self.calls: list[tuple[threading.Thread, int, bool]] = []
+        self.live_spans: list[tuple[float, float]] = []
+
+    def predict(self, batch):
+        warm_up = not batch.any()
+        self.calls.append((threading.current_thread(), len(batch), warm_up))
+        if not warm_up:
+            start = time.monotonic()
+            threading.Event().wait(self.live_s)
+            self.live_spans.append((start, time.monotonic()))
+        return super().predict(batch)
+
+    def live_threads(self) -> set[threading.Thread]:
+        return {thread for thread, _, warm_up in self.calls if not warm_up}
+
+    def sizes_warmed_before_first_live_call(self, thread: threading.Thread) -> set[int]:
+        sizes = set()
+        for t, size, warm_up in self.calls:
+            if t is thread:
+                if not warm_up:
+                    break
+                sizes.add(size)
+        return sizes
+
+
+def batch_of(n: int, name: str) -> list:
+    return [incoming_frame(f"{name}-{i}", flat_jpeg(220), offset=i) for i in range(n)]
+
+
+def test_a_reloaded_model_serves_on_threads_of_its_own_that_met_every_batch_size_before_its_first_frame():
+    old = ThreadRecordingEngine(concurrent_batches=2, version="old")
+    stages = InspectionStages(make_inspector(old))
+    stages.warm_up(3)
+    new = ThreadRecordingEngine(concurrent_batches=1, version="new")
+
+    async def reload_between_batches():
+        before, _ = await stages.run(batch_of(2, "before"))
+        stages.swap(stages.prepare(new, 3))  # prepare() blocks: the worker runs it in a thread of its own
+        assert stages.threads["infer"] == 1 and stages.batches_to_keep_busy == 6
+        after = [o for size in (1, 2, 3) for o in (await stages.run(batch_of(size, f"after{size}")))[0]]
+        return before, after
+
+    before, after = asyncio.run(reload_between_batches())
     stages.shutdown()
-    assert [o.record.model_version for o in outgoing if o.role == topics.RESULTS] == ["one-at-a-time"]
+    assert {o.record.model_version for o in before if o.role == topics.RESULTS} == {"old"}
+    assert {o.record.model_version for o in after if o.role == topics.RESULTS} == {"new"}
+    new_threads = new.live_threads()
+    assert len(new_threads) == 1 and not new_threads & {thread for thread, _, _ in old.calls}
+    assert new.sizes_warmed_before_first_live_call(next(iter(new_threads))) == {1, 2, 3}
 
 
-def test_a_batch_keeps_the_model_serving_when_it_was_taken_even_if_decoded_after_a_reload():
-    inspector = make_inspector(FixedEngine(version="old"))
-    stages = InspectionStages(inspector)
+def test_a_batch_taken_before_a_reload_is_inferred_first_by_its_own_model_on_that_model_s_threads_which_then_stop():
+    old = ThreadRecordingEngine(concurrent_batches=1, live_s=0.3, version="old")
+    new = ThreadRecordingEngine(concurrent_batches=1, version="new")
+    stages = InspectionStages(make_inspector(old))
+    stages.warm_up(2)
     release = threading.Event()
     stages._pools["decode"].submit(release.wait)  # the decode thread is busy: the batch waits for it
+    prepared = stages.prepare(new, 2)
 
     async def taken_then_reloaded():
-        before = asyncio.ensure_future(stages.run([incoming_frame("before", flat_jpeg(220))]))
+        before = asyncio.ensure_future(stages.run(batch_of(1, "before")))
         await asyncio.sleep(0.05)  # taken (and its model chosen), not decoded yet
-        inspector.swap_engine(FixedEngine(version="new"))
-        after = asyncio.ensure_future(stages.run([incoming_frame("after", flat_jpeg(220))]))
+        stages.swap(prepared)
+        after = asyncio.ensure_future(stages.run(batch_of(1, "after")))
         release.set()
         return await before, await after
 
     (first, _), (second, _) = asyncio.run(taken_then_reloaded())
-    stages.shutdown()
     versions = [o.record.model_version for o in first + second if o.role == topics.RESULTS]
     assert versions == ["old", "new"]
+    old_threads = {thread for thread, _, _ in old.calls}
+    assert old.live_threads() == old_threads  # the old batch ran on the old model's warmed thread
+    # The new model's first batch, decoded while the old one was still inferring, waited for it: never both at once.
+    ((_, old_done),), ((new_started, _),) = old.live_spans, new.live_spans
+    assert new_started >= old_done
+    for thread in old_threads:  # and once it was inferred, that thread was let go
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+    stages.shutdown()
+
+
+def test_a_swapped_out_engine_is_let_go_once_its_batches_are_done_without_waiting_for_the_next_batch():
+    stages = InspectionStages(make_inspector(FixedEngine(version="old")))
+    old_engine = weakref.ref(stages.inspector.serving.engine)
+    stages.swap(stages.prepare(FixedEngine(version="new"), 2))
+    gc.collect()
+    assert old_engine() is None  # on a GPU it holds device memory
+    stages.shutdown()
+
+
+def test_a_model_whose_classes_the_thresholds_do_not_fit_is_refused_before_its_warm_up():
+    stages = InspectionStages(make_inspector(FixedEngine(version="old")))
+    misfit = ThreadRecordingEngine(concurrent_batches=1, version="misfit", class_names=("good", "scratch"))
+    with pytest.raises(ValueError):
+        stages.prepare(misfit, 3)
+    assert misfit.calls == []
+    outgoing, _ = asyncio.run(stages.run(batch_of(1, "p")))
+    stages.shutdown()
+    assert [o.record.model_version for o in outgoing if o.role == topics.RESULTS] == ["old"]
+
+
+def test_a_model_swapped_on_the_inspector_directly_still_serves_on_threads_sized_for_it(caplog):
+    inspector = make_inspector(TwoAtOnceEngine())
+    stages = InspectionStages(inspector)
+    assert stages.threads["infer"] == 2
+    inspector.swap_engine(FixedEngine(version="one-at-a-time"))
+    outgoing, _ = asyncio.run(stages.run([incoming_frame("p1", flat_jpeg(220))]))
+    stages.shutdown()
+    assert [o.record.model_version for o in outgoing if o.role == topics.RESULTS] == ["one-at-a-time"]
+    assert stages.threads["infer"] == 1
+    assert "without InspectionStages.swap" in caplog.text
 
 
 def test_the_warm_up_runs_every_batch_size_on_each_inference_thread():
-    class ThreadRecordingEngine(TwoAtOnceEngine):
-        def __init__(self):
-            super().__init__()
-            self.calls: list[tuple[str, int]] = []
-
-        def predict(self, batch):
-            self.calls.append((threading.current_thread().name, len(batch)))
-            return super().predict(batch)
-
-    engine = ThreadRecordingEngine()
+    engine = ThreadRecordingEngine(concurrent_batches=2)
     stages = InspectionStages(make_inspector(engine))
     first_ms = stages.warm_up(3)
-    threads = {name for name, _ in engine.calls}
+    threads = {thread for thread, _, _ in engine.calls}
     stages.shutdown()
     assert sorted(first_ms) == [1, 2, 3]
-    assert len(threads) == 2 and all(name.startswith("infer") for name in threads)
-    for name in threads:  # each thread: every size, once per batch the engine infers at once
-        assert sorted(size for t, size in engine.calls if t == name) == [1, 1, 2, 2, 3, 3]
+    assert len(threads) == 2 and all(thread.name.startswith("infer") for thread in threads)
+    for thread in threads:  # each thread: every size, once per batch the engine infers at once
+        assert sorted(size for t, size, _ in engine.calls if t is thread) == [1, 1, 2, 2, 3, 3]
 
 
 def test_only_a_stage_call_a_thread_is_working_on_counts_as_running_and_for_how_long():
