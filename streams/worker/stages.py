@@ -28,14 +28,15 @@ class _InferenceLane:
     """One model's inference threads. A batch is inferred on the threads of the model it was taken with, and a
     model's threads are warmed up for it before it serves (see :meth:`InspectionStages.prepare`).
 
-    ``replaced``: the lane this one took over from. Its batches, all taken earlier, are inferred before this lane's
-    first one, as they would be on shared threads: at a swap the two models never infer at once (no cores or GPU
-    oversubscribed), and verdicts are decided in the order their batches were taken."""
+    ``after``: the lanes of earlier models that still had batches when this one took over. Those batches were all
+    taken earlier, and they are inferred before this lane's first batch, as they would be on shared threads: no
+    live batch of this model is inferred beside a live batch of an older one, and across a swap verdicts are
+    decided old model first."""
 
-    def __init__(self, serving: ServingModel, pool: ThreadPoolExecutor, replaced: _InferenceLane | None = None):
+    def __init__(self, serving: ServingModel, pool: ThreadPoolExecutor) -> None:
         self.serving = serving
         self.pool = pool
-        self.replaced = replaced
+        self.after: list[_InferenceLane] = []  # set when it takes over (InspectionStages._take_over)
         self.batches = 0  # batches taken for this model and not yet inferred
         self._idle: list[asyncio.Future[None]] = []  # waiting for batches to reach 0
 
@@ -148,10 +149,7 @@ class InspectionStages:
         except BaseException:
             prepared.pool.shutdown(wait=False)
             raise
-        self._retiring.append(self._lane)
-        self._lane = _InferenceLane(self.inspector.serving, prepared.pool, replaced=self._lane)
-        self.threads["infer"] = prepared.engine.concurrent_batches
-        self._stop_idle_lanes()
+        self._take_over(_InferenceLane(self.inspector.serving, prepared.pool))
         return old
 
     @staticmethod
@@ -178,17 +176,23 @@ class InspectionStages:
             log.warning(
                 "model %s swapped in without InspectionStages.swap: its threads were not warmed up", serving.version
             )
-            self._retiring.append(self._lane)
-            self._lane = _InferenceLane(serving, self._inference_threads(serving.engine), replaced=self._lane)
-            self.threads["infer"] = serving.engine.concurrent_batches
+            self._take_over(_InferenceLane(serving, self._inference_threads(serving.engine)))
         return self._lane
+
+    def _take_over(self, lane: _InferenceLane) -> None:
+        """``lane`` serves the next batch on; the lanes before it retire once their batches are inferred."""
+        self._retiring.append(self._lane)
+        lane.after = [old for old in self._retiring if old.batches]  # every older model, not only the last one
+        self._lane = lane
+        self.threads["infer"] = lane.serving.engine.concurrent_batches
+        self._stop_idle_lanes()
 
     def _stop_idle_lanes(self) -> None:
         for lane in [lane for lane in self._retiring if lane.batches == 0]:
             lane.pool.shutdown(wait=False)  # nothing is queued on it any more: its threads just end
             self._retiring.remove(lane)
-        if self._lane.replaced is not None and self._lane.replaced.batches == 0:
-            self._lane.replaced = None  # let the old engine go now, not at the new one's first batch
+        # Let the old engines go now, not at the new model's first batch (on a GPU they hold device memory).
+        self._lane.after = [lane for lane in self._lane.after if lane.batches]
 
     def longest_running(self) -> tuple[str, float] | None:
         """The stage of the stage call that has been running longest, and for how many seconds; None when no call
@@ -224,9 +228,8 @@ class InspectionStages:
             decoded = await loop.run_in_executor(
                 self._pools["decode"], self._timed, "decode", inspector.decode, frames, lane.serving
             )
-            if lane.replaced is not None:
-                await lane.replaced.until_idle()
-                lane.replaced = None
+            if lane.after:
+                await asyncio.gather(*(older.until_idle() for older in lane.after))
             inferred = await loop.run_in_executor(lane.pool, self._timed, "infer", inspector.infer, decoded)
         finally:
             lane.batch_inferred()

@@ -173,10 +173,43 @@ def test_a_batch_taken_before_a_reload_is_inferred_first_by_its_own_model_on_tha
     stages.shutdown()
 
 
+def test_after_two_reloads_in_a_row_the_newest_model_still_waits_for_the_oldest_one_s_batch():
+    old = ThreadRecordingEngine(concurrent_batches=1, live_s=0.5, version="old")
+    new = ThreadRecordingEngine(concurrent_batches=1, version="new")
+    stages = InspectionStages(make_inspector(old))
+    first, second = stages.prepare(FixedEngine(version="mid"), 1), stages.prepare(new, 1)
+    decided: list[str] = []
+
+    async def run(name):
+        outgoing, _ = await stages.run(batch_of(1, name))
+        decided.extend(o.record.model_version for o in outgoing if o.role == topics.RESULTS)
+
+    async def two_reloads_while_the_old_model_infers():
+        taken_before = asyncio.ensure_future(run("before"))
+        await asyncio.sleep(0.1)  # the old model is inferring it (0.5 s)
+        stages.swap(first)
+        stages.swap(second)  # no batch for the model in between
+        await asyncio.gather(taken_before, run("after"))
+
+    asyncio.run(two_reloads_while_the_old_model_infers())
+    stages.shutdown()
+    ((_, old_done),), ((new_started, _),) = old.live_spans, new.live_spans
+    assert new_started >= old_done
+    assert decided == ["old", "new"]
+
+
 def test_a_swapped_out_engine_is_let_go_once_its_batches_are_done_without_waiting_for_the_next_batch():
-    stages = InspectionStages(make_inspector(FixedEngine(version="old")))
+    stages = InspectionStages(make_inspector(ThreadRecordingEngine(concurrent_batches=1, live_s=0.2)))
     old_engine = weakref.ref(stages.inspector.serving.engine)
-    stages.swap(stages.prepare(FixedEngine(version="new"), 2))
+    prepared = stages.prepare(FixedEngine(version="new"), 2)
+
+    async def swap_while_a_batch_infers():
+        taken_before = asyncio.ensure_future(stages.run(batch_of(1, "before")))
+        await asyncio.sleep(0.05)
+        stages.swap(prepared)
+        await taken_before  # and no batch after it
+
+    asyncio.run(swap_while_a_batch_infers())
     gc.collect()
     assert old_engine() is None  # on a GPU it holds device memory
     stages.shutdown()
