@@ -7,6 +7,7 @@ without Kafka. No Faust or Kafka import here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -224,18 +225,32 @@ class InspectionStages:
         inspector = self.inspector
         lane = self._lane_for_next_batch()
         lane.batches += 1
+        inferring = None
         try:
             decoded = await loop.run_in_executor(
                 self._pools["decode"], self._timed, "decode", inspector.decode, frames, lane.serving
             )
             if lane.after:
                 await asyncio.gather(*(older.until_idle() for older in lane.after))
-            inferred = await loop.run_in_executor(lane.pool, self._timed, "infer", inspector.infer, decoded)
+            inferring = lane.pool.submit(self._timed, "infer", inspector.infer, decoded)
+            # Counted down when the thread is done, not when this coroutine goes on: were it cancelled while the
+            # batch infers, a newer model's first batch must still wait for the thread (see _InferenceLane).
+            inferring.add_done_callback(lambda _: self._call_on_loop(loop, self._batch_inferred, lane))
+            inferred = await asyncio.wrap_future(inferring, loop=loop)
         finally:
-            lane.batch_inferred()
-            self._stop_idle_lanes()
+            if inferring is None:  # never reached the inference thread
+                self._batch_inferred(lane)
         outgoing = await loop.run_in_executor(self._pools["decide"], self._timed, "decide", inspector.decide, inferred)
         return outgoing, (decoded.decode_ms * len(frames) + inferred.infer_ms) / 1000
+
+    def _batch_inferred(self, lane: _InferenceLane) -> None:
+        lane.batch_inferred()
+        self._stop_idle_lanes()
+
+    @staticmethod
+    def _call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits for the lane any more
+            loop.call_soon_threadsafe(fn, *args)
 
     def shutdown(self) -> None:
         for pool in [*self._pools.values(), self._lane.pool, *(lane.pool for lane in self._retiring)]:

@@ -198,6 +198,46 @@ def test_after_two_reloads_in_a_row_the_newest_model_still_waits_for_the_oldest_
     assert decided == ["old", "new"]
 
 
+def test_a_batch_cancelled_while_its_old_model_infers_still_holds_back_the_new_model_until_the_thread_is_done():
+    class HeldEngine(ThreadRecordingEngine):
+        """Live calls start, then wait until the test lets them go."""
+
+        def __init__(self, **kwargs):
+            super().__init__(concurrent_batches=1, **kwargs)
+            self.entered, self.go = threading.Event(), threading.Event()
+
+        def predict(self, batch):
+            if batch.any():
+                self.entered.set()
+                assert self.go.wait(timeout=10)
+            return super().predict(batch)
+
+    old = HeldEngine(version="old")
+    new = ThreadRecordingEngine(concurrent_batches=1, version="new")
+    stages = InspectionStages(make_inspector(old))
+    prepared = stages.prepare(new, 1)
+
+    async def cancelled_mid_inference():
+        taken_before = asyncio.ensure_future(stages.run(batch_of(1, "before")))
+        while not old.entered.is_set():
+            await asyncio.sleep(0.01)
+        stages.swap(prepared)
+        taken_before.cancel()  # its coroutine ends; its inference thread goes on
+        with pytest.raises(asyncio.CancelledError):
+            await taken_before
+        after = asyncio.ensure_future(stages.run(batch_of(1, "after")))
+        await asyncio.sleep(0.3)
+        started_beside_the_old_call = bool(new.live_spans)
+        old.go.set()
+        outgoing, _ = await after
+        return started_beside_the_old_call, outgoing
+
+    started_beside_the_old_call, outgoing = asyncio.run(cancelled_mid_inference())
+    stages.shutdown()
+    assert not started_beside_the_old_call
+    assert [o.record.model_version for o in outgoing if o.role == topics.RESULTS] == ["new"]
+
+
 def test_a_swapped_out_engine_is_let_go_once_its_batches_are_done_without_waiting_for_the_next_batch():
     stages = InspectionStages(make_inspector(ThreadRecordingEngine(concurrent_batches=1, live_s=0.2)))
     old_engine = weakref.ref(stages.inspector.serving.engine)
