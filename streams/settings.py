@@ -92,6 +92,10 @@ class Settings:
     stats_grace_s: float = 2.0
     # How often the worker checks the model path for a new model to swap in; 0 = never (POST /reload still works).
     model_reload_interval_s: float = 10.0
+    # A reload that has not loaded and warmed up the new model in this long is refused, and the old model serves on
+    # (streams.worker.reload): a hung call there would otherwise block every later reload. Loading and warming up
+    # the INT8 ResNet-50 (160 px, batch 8) takes 0.9-1.2 s on this 2-core box; 0 = wait for ever.
+    model_reload_timeout_s: float = 120.0
     reduced_decode: bool = True
     # Exit (code 75, for the supervisor to restart) when a partition with lag has had nothing read from it for this
     # long while the worker waited for input or read other partitions (streams.worker.fetch_watch); 0 = never. Such

@@ -20,7 +20,6 @@ import logging
 import os
 import time
 import uuid
-from pathlib import Path
 
 import faust
 import torch
@@ -41,7 +40,8 @@ from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
 from streams.worker.heartbeats import LineWatermarks
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from streams.worker.pipeline import BatchPipeline
-from streams.worker.stages import InspectionStages
+from streams.worker.reload import ModelReloader
+from streams.worker.stages import InspectionStages, log_warm_up
 from streams.worker.stats_publisher import ClosedWindowPublisher
 
 log = logging.getLogger(__name__)
@@ -98,33 +98,9 @@ def load_engine(settings: Settings) -> InferenceEngine:
     return engine
 
 
-def log_warm_up(where: str, first_ms: dict[int, float], seconds: float) -> None:
-    slowest = max(first_ms, key=first_ms.__getitem__)
-    log.info(
-        "batch sizes 1-%d warmed up on %s in %.1f s (slowest first call: batch %d, %.0f ms)",
-        max(first_ms),
-        where,
-        seconds,
-        slowest,
-        first_ms[slowest],
-    )
-
-
 def output_producer(settings: Settings) -> OutputProducer:
     # librdkafka gives up a little before the worker does, so its own reason is logged before the exit.
     return OutputProducer(worker_output_config(settings, DELIVERY_DEADLINE_S - 10.0))
-
-
-def model_fingerprint(path: Path | None) -> str | None:
-    """Cheap identity of what is at the model path: changes when a new artifact or checkpoint is put there."""
-    if path is None:
-        return None
-    target = path / "artifact.json" if path.is_dir() else path
-    try:
-        st = target.stat()
-    except OSError:
-        return None
-    return f"{target.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def app_options(settings: Settings) -> dict[str, object]:
@@ -207,12 +183,18 @@ def create_app(
         log.warning(warning)
     # Before frames arrive, on the threads that will serve: the first pass pays for allocator and kernel set-up
     # (hundreds of ms), each batch size's first call again for its own, and an engine may keep per-thread state
-    # (PyTorch's cuDNN plans). A hot reload does the same on the new model's own threads (reload_model).
+    # (PyTorch's cuDNN plans). A hot reload does the same on the new model's own threads (streams.worker.reload).
     started = time.perf_counter()
     log_warm_up("the inference threads", stages.warm_up(settings.max_batch), time.perf_counter() - started)
 
-    reload_lock = asyncio.Lock()
-    model_state = {"fingerprint": model_fingerprint(settings.model_path), "failed": None}
+    reloader = ModelReloader(
+        stages,
+        metrics,
+        model_path=settings.model_path,
+        load=lambda: load_engine(settings),
+        max_batch=settings.max_batch,
+        timeout_s=settings.model_reload_timeout_s,
+    )
 
     def dropped(outgoing: Outgoing, reason: str) -> None:
         # Only retraining samples are ever dropped (delivery.DROPPABLE_ROLES).
@@ -387,41 +369,11 @@ def create_app(
             if error is not None:
                 log.warning("heartbeat of line %s not delivered: %s", beat.line_id, error)
 
-    async def reload_model(force: bool = False) -> dict:
-        """Load the model at the model path and swap it in between batches; the old one serves until then."""
-        async with reload_lock:
-            fingerprint = model_fingerprint(settings.model_path)
-            if not force and fingerprint in (model_state["fingerprint"], model_state["failed"]):
-                return {"reloaded": False, "model_version": inspector.serving.version}
-            loop = asyncio.get_running_loop()
-            try:
-                # Loaded and warmed up on threads of its own: frames keep flowing through the current engine
-                # meanwhile, and the new one's first live batches find their threads warm.
-                new_engine = await loop.run_in_executor(None, load_engine, settings)
-                started = time.perf_counter()
-                prepared = await loop.run_in_executor(None, stages.prepare, new_engine, settings.max_batch)
-                log_warm_up("the new model's inference threads", prepared.first_ms, time.perf_counter() - started)
-                old = stages.swap(prepared)
-            except Exception as exc:
-                model_state["failed"] = fingerprint
-                metrics.model_reloads.labels("failed").inc()
-                log.error(
-                    "model reload from %s failed, still serving %s: %s",
-                    settings.model_path,
-                    inspector.serving.version,
-                    exc,
-                )
-                return {"reloaded": False, "error": str(exc), "model_version": inspector.serving.version}
-            model_state["fingerprint"], model_state["failed"] = fingerprint, None
-            metrics.model_reloads.labels("ok").inc()
-            metrics.serving(new_engine)
-            return {"reloaded": True, "previous_version": old.version, "model_version": new_engine.version}
-
     if settings.model_reload_interval_s > 0:
 
         @app.timer(interval=settings.model_reload_interval_s)
         async def watch_model() -> None:
-            await reload_model()
+            await reloader.reload()
 
     @app.timer(interval=late_log.SUMMARY_INTERVAL_S)
     async def log_late_commands() -> None:
@@ -517,7 +469,7 @@ def create_app(
     @app.page("/reload")
     class Reload(faust.web.View):
         async def post(self, request: faust.web.Request) -> faust.web.Response:
-            outcome = await reload_model(force=True)
+            outcome = await reloader.reload(force=True)
             return self.json(outcome, status=200 if "error" not in outcome else 409)
 
     @app.page("/predict")

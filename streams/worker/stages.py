@@ -25,6 +25,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def log_warm_up(where: str, first_ms: dict[int, float], seconds: float) -> None:
+    slowest = max(first_ms, key=first_ms.__getitem__)
+    log.info(
+        "batch sizes 1-%d warmed up on %s in %.1f s (slowest first call: batch %d, %.0f ms)",
+        max(first_ms),
+        where,
+        seconds,
+        slowest,
+        first_ms[slowest],
+    )
+
+
 class _InferenceLane:
     """One model's inference threads. A batch is inferred on the threads of the model it was taken with, and a
     model's threads are warmed up for it before it serves (see :meth:`InspectionStages.prepare`).
