@@ -107,6 +107,11 @@ class Settings:
     # worker keeps its partitions and answers /healthz. A batch's call takes well under a second here (INT8
     # inference at batch 8 on 2 cores 0.05-0.2 s; a first CUDA call ~0.5 s); 0 = never.
     stage_stall_limit_s: float = 10.0
+    # Exit (code 75, unacked) when the worker's event loop has run nothing for this long (streams.worker.loop_watch):
+    # a call that blocks it stops every batch and the other watchdogs, while Faust's consumer thread keeps the
+    # partitions. A healthy loop runs every few ms; its garbage collections take 2-4 ms (streams.worker.gc_pauses);
+    # 0 = never.
+    loop_stall_limit_s: float = 30.0
     # How often the worker tells each line's gate how far its inspection has got (streams.worker.heartbeats).
     heartbeat_interval_s: float = 1.0
     web_port: int = 6066

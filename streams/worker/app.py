@@ -38,6 +38,7 @@ from streams.worker import faust_fixes, fetch_watch, stats
 from streams.worker.delivery import DELIVERY_DEADLINE_S, deliver_outputs, log_dropped
 from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
 from streams.worker.heartbeats import LineWatermarks
+from streams.worker.loop_watch import EventLoopWatchdog
 from streams.worker.metrics import CONTENT_TYPE, WorkerMetrics
 from streams.worker.pipeline import BatchPipeline
 from streams.worker.reload import ModelReloader
@@ -451,6 +452,14 @@ def create_app(
                     fetch_watch.consumer_state(app, tps, stream_queues),
                 )
                 os._exit(75)
+
+    if settings.loop_stall_limit_s > 0:
+        # A thread, not a timer: a blocked loop would stop a timer, and the watchdogs above with it.
+        loop_watchdog = EventLoopWatchdog(settings.loop_stall_limit_s)
+
+        @app.task
+        async def watch_event_loop() -> None:
+            loop_watchdog.start()
 
     @app.page("/healthz")
     async def healthz(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

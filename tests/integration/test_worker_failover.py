@@ -155,7 +155,7 @@ def test_sigterm_drains_the_batch_in_flight_and_commits(kafka_settings, skeleton
 
 HUNG_MODEL_CALL = """\
 # Fault injection for tests/integration/test_worker_failover.py: the worker's model call hangs, as a hung driver or
-# runtime call would, on its HANG_ON_LIVE_BATCH-th batch of live frames (warm-up batches are all zeros).
+# runtime call would, on its HANG_ON-th batch of live frames (warm-up batches are all zeros).
 import os
 import threading
 
@@ -168,7 +168,7 @@ _live = [0]
 def _predict(self, batch):
     if threading.current_thread().name.startswith("infer") and batch.any():
         _live[0] += 1
-        if _live[0] >= int(os.environ["HANG_ON_LIVE_BATCH"]):
+        if _live[0] >= int(os.environ["HANG_ON"]):
             threading.Event().wait()
     return _real_predict(self, batch)
 
@@ -176,22 +176,51 @@ def _predict(self, batch):
 torch_engine.TorchEngine.predict = _predict
 """
 
+BLOCKED_EVENT_LOOP = """\
+# Fault injection for tests/integration/test_worker_failover.py: a call on the worker's event loop blocks for good
+# (as a lock, socket or Future.result() that never returns would), right after its HANG_ON-th delivered batch.
+import os
+import threading
 
-def test_a_hung_model_call_exits_the_worker_unacked_and_another_inspects_its_frames(
-    kafka_settings, skeleton_model, tmp_path, monkeypatch
+from streams.worker import heartbeats
+
+_real_delivered = heartbeats.LineWatermarks.delivered
+_batches = [0]
+
+
+def _delivered(self, outgoing):
+    _real_delivered(self, outgoing)
+    _batches[0] += 1
+    if _batches[0] >= int(os.environ["HANG_ON"]):
+        threading.Event().wait()
+
+
+heartbeats.LineWatermarks.delivered = _delivered
+"""
+
+# fault -> (hook, the setting of the watchdog that must catch it, what that watchdog logs)
+FAULTS = {
+    "model call": (HUNG_MODEL_CALL, {"stage_stall_limit_s": 3.0}, "one infer call has been running for"),
+    "event loop": (BLOCKED_EVENT_LOOP, {"loop_stall_limit_s": 3.0}, "the event loop has not run for"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_hung_worker_exits_unacked_and_another_inspects_its_frames(
+    fault, kafka_settings, skeleton_model, tmp_path, monkeypatch
 ):
-    """One stuck worker among healthy ones: its inference call never returns, so without the stage watchdog its
-    partitions' frames would never get a verdict while it kept its partitions (and /healthz)."""
-    settings = kafka_settings.replace(
-        model_path=skeleton_model, model_reload_interval_s=0, stage_stall_limit_s=3.0, max_batch=4
-    )
+    """One stuck worker among healthy ones: its model call never returns, or its event loop is blocked. Without the
+    watchdogs its partitions' frames would never get a verdict while it kept its partitions (Faust's consumer thread
+    goes on sending the group's heartbeats) and /healthz."""
+    hook_source, watchdog, logged = FAULTS[fault]
+    settings = kafka_settings.replace(model_path=skeleton_model, model_reload_interval_s=0, max_batch=4, **watchdog)
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HUNG_MODEL_CALL)
+    (hook / "sitecustomize.py").write_text(hook_source)
     # The project root too: sitecustomize runs before the worker's own directory is on sys.path.
     root = str(Path(__file__).resolve().parents[2])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), root, os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("HANG_ON_LIVE_BATCH", "3")
+    monkeypatch.setenv("HANG_ON", "3" if fault == "model call" else "2")
     hung = WorkerProcess(settings.replace(web_port=free_port(), worker_id="hung"), tmp_path / "hung.log").start()
     monkeypatch.undo()  # the healthy worker runs without the hook
     healthy = WorkerProcess(settings.replace(web_port=free_port(), worker_id="healthy"), tmp_path / "healthy.log")
@@ -208,7 +237,7 @@ def test_a_hung_model_call_exits_the_worker_unacked_and_another_inspects_its_fra
             time.sleep(0.2)
         assert hung.returncode == 75, hung.log_tail()
         log = hung.log_path.read_text(errors="replace")
-        assert "one infer call has been running for" in log and "exiting unacked" in log, hung.log_tail()
+        assert logged in log and "exiting unacked" in log, hung.log_tail()
         sent = set(camera.stats.part_labels)
         seen = reader.read_until(
             lambda r: sent <= {InspectionResult.from_json(x.value).part_id for x in r}, timeout_s=90
@@ -223,8 +252,8 @@ def test_a_hung_model_call_exits_the_worker_unacked_and_another_inspects_its_fra
     assert not missing, f"{len(missing)} frames never inspected: {missing[:5]}; " + where_lost(
         settings, missing, (hung, healthy)
     )
-    # The hung worker delivered two live batches at most before its call hung: every other frame of its partitions
-    # got its result from the healthy worker, once the group noticed the hung one was gone.
+    # The hung worker delivered two live batches at most before it hung: every other frame of its partitions got its
+    # result from the healthy worker, once the group noticed the hung one was gone.
     by_worker = collections.Counter(r.worker_id for r in results)
     assert by_worker["hung"] <= 2 * settings.max_batch, by_worker
     assert_no_gap_marked(hung, healthy)
