@@ -25,9 +25,13 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 EXIT_UNACKED = 75  # as the other watchdogs: the supervisor restarts the worker
+EXIT_ANYWAY_AFTER_S = 5.0  # when logging the reason blocks
 
 
 def exit_unacked(silent_s: float, loop_stack: str) -> None:
+    # The exit must not wait for the log: the loop may be blocked in a log write itself (a full stderr pipe), and
+    # this call would then wait for the same handler lock or pipe.
+    threading.Timer(EXIT_ANYWAY_AFTER_S, os._exit, (EXIT_UNACKED,)).start()
     log.critical(
         "the event loop has not run for %.0f s (DEFECTSTREAM_LOOP_STALL_LIMIT_S); exiting unacked so another worker "
         "inspects this worker's frames. The loop's thread is at:\n%s",
@@ -38,9 +42,14 @@ def exit_unacked(silent_s: float, loop_stack: str) -> None:
 
 
 class EventLoopWatchdog:
-    """Asks the loop to run a callback every ``limit_s / 4`` (at most every second), from a thread of its own, and
-    calls ``on_stall(seconds, loop_stack)`` once the running loop has run none for ``limit_s``. A loop that is not
-    running (stopped, not blocked) is not watched. Ends by itself when the loop is closed, or at :meth:`stop`."""
+    """Asks the loop to run a callback at least once a second (every ``limit_s / 4`` for short limits), from a thread
+    of its own, and calls ``on_stall(seconds, loop_stack)`` once the running loop has run none for ``limit_s``.
+
+    - A loop that is not running (stopped, not blocked) is not watched.
+    - When this thread itself has not run for half the limit, the whole process was paused (SIGSTOP, a paused
+      container or VM) or starved of CPU, not the loop blocked: the loop gets a full limit from then on.
+    - Started once the worker runs (after Faust's start-up and table recovery), so a loop blocked before that is not
+      covered; it ends by itself when the loop is closed, or at :meth:`stop`."""
 
     def __init__(
         self,
@@ -74,20 +83,22 @@ class EventLoopWatchdog:
         self._last_run = self._clock()
 
     def _watch(self, loop: asyncio.AbstractEventLoop, loop_thread: int) -> None:
+        last_check = self._clock()
         while not self._stopped.wait(min(1.0, self.limit_s / 4)):
+            now = self._clock()
+            if now - last_check > self.limit_s / 2 or not loop.is_running():
+                # Paused with the whole process, or the loop is stopped (between the phases of Faust's shutdown, and
+                # after it until the loop is closed: the output producer's final flush in app.run_worker).
+                self._last_run = now
+            last_check = now
             if loop.is_closed():  # the worker has stopped
                 return
-            if not loop.is_running():
-                # Stopped, not blocked: between the phases of Faust's shutdown, and after it until the loop is
-                # closed (the output producer's final flush in streams.worker.app.run_worker).
-                self._last_run = self._clock()
-                continue
-            silent = self._clock() - self._last_run
+            silent = now - self._last_run
             if silent > self.limit_s:
                 frame = sys._current_frames().get(loop_thread)
                 self._on_stall(silent, "".join(traceback.format_stack(frame)) if frame else "(thread gone)")
                 return
             try:
                 loop.call_soon_threadsafe(self._ran)
-            except RuntimeError:  # the loop is closed: the worker has stopped
+            except RuntimeError:  # closed meanwhile
                 return

@@ -85,12 +85,13 @@ class ModelReloader:
             return {"reloaded": True, "previous_version": old.version, "model_version": prepared.engine.version}
 
     async def _load_and_prepare(self) -> PreparedEngine:
-        # On a thread of its own, not the loop's executor: a hung call must not hold a thread that the loop's
-        # shutdown waits for.
+        # On a daemon thread of its own rather than the loop's executor, whose threads are joined at exit: a hung
+        # load() then holds up nothing. A hung warm-up still sits on the new model's inference threads, which are.
         work: concurrent.futures.Future[PreparedEngine] = concurrent.futures.Future()
 
         def load_and_prepare() -> None:
-            # From now on a timeout cannot cancel it: its outcome is still needed to let its threads go.
+            # From now on neither a timeout nor a cancelled reload can cancel it: its outcome is still needed to let
+            # its threads go.
             if not work.set_running_or_notify_cancel():
                 return
             try:
@@ -100,18 +101,24 @@ class ModelReloader:
 
         threading.Thread(target=load_and_prepare, name="model-reload", daemon=True).start()
         waiting = asyncio.wrap_future(work)
-        if not self.timeout_s > 0:
-            return await waiting
         try:
-            return await asyncio.wait_for(waiting, self.timeout_s)
-        except TimeoutError:
+            # asyncio.wait, not wait_for: a TimeoutError raised by load() itself (a network file system) is the
+            # load's failure, not this timeout.
+            await asyncio.wait({waiting}, timeout=self.timeout_s if self.timeout_s > 0 else None)
+        except asyncio.CancelledError:  # the worker is stopping
+            waiting.cancel()
+            work.add_done_callback(_let_go)
+            raise
+        if not waiting.done():
+            waiting.cancel()  # only this wait: the thread goes on
             work.add_done_callback(_let_go)
             raise TimeoutError(
                 f"the new model was not loaded and warmed up within {self.timeout_s:g} s "
                 "(DEFECTSTREAM_MODEL_RELOAD_TIMEOUT_S): a hung model or driver call? Its thread cannot be stopped; "
                 "should it hang on, stopping this worker may take its supervisor's SIGKILL (acked offsets are "
                 "committed first)"
-            ) from None
+            )
+        return waiting.result()
 
     def _load_and_prepare_blocking(self) -> PreparedEngine:
         engine = self._load()
@@ -122,8 +129,9 @@ class ModelReloader:
 
 
 def _let_go(work: concurrent.futures.Future[PreparedEngine]) -> None:
-    """A reload that timed out finished after all: nothing will serve it, so its inference threads end."""
+    """A reload given up on (timed out, or the worker stopping) finished after all: nothing will serve its model, so
+    its inference threads end."""
     if not work.cancelled() and work.exception() is None:
         prepared = work.result()
-        log.warning("the reload that timed out finished after all (%s); it is not swapped in", prepared.engine.version)
+        log.warning("a reload given up on finished after all (%s); it is not swapped in", prepared.engine.version)
         prepared.pool.shutdown(wait=False)

@@ -213,7 +213,7 @@ def test_a_hung_worker_exits_unacked_and_another_inspects_its_frames(
     watchdogs its partitions' frames would never get a verdict while it kept its partitions (Faust's consumer thread
     goes on sending the group's heartbeats) and /healthz."""
     hook_source, watchdog, logged = FAULTS[fault]
-    settings = kafka_settings.replace(model_path=skeleton_model, model_reload_interval_s=0, max_batch=4, **watchdog)
+    settings = kafka_settings.replace(model_path=skeleton_model, model_reload_interval_s=0, max_batch=4)
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(hook_source)
@@ -221,7 +221,10 @@ def test_a_hung_worker_exits_unacked_and_another_inspects_its_frames(
     root = str(Path(__file__).resolve().parents[2])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), root, os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("HANG_ON", "3" if fault == "model call" else "2")
-    hung = WorkerProcess(settings.replace(web_port=free_port(), worker_id="hung"), tmp_path / "hung.log").start()
+    # The short watchdog limit for the hung worker only: the healthy one keeps the defaults, which a loaded 2-core
+    # box cannot trip by starving its loop.
+    hung_settings = settings.replace(web_port=free_port(), worker_id="hung", **watchdog)
+    hung = WorkerProcess(hung_settings, tmp_path / "hung.log").start()
     monkeypatch.undo()  # the healthy worker runs without the hook
     healthy = WorkerProcess(settings.replace(web_port=free_port(), worker_id="healthy"), tmp_path / "healthy.log")
     healthy.start()

@@ -16,9 +16,11 @@ class HangingWarmUpEngine(FixedEngine):
         super().__init__(**kwargs)
         self.concurrent_batches = 1
         self.go = threading.Event()
+        self.hung_threads: set[threading.Thread] = set()
 
     def predict(self, batch):
         if not batch.any():
+            self.hung_threads.add(threading.current_thread())
             assert self.go.wait(timeout=30)
         return super().predict(batch)
 
@@ -96,7 +98,7 @@ def test_a_reload_whose_warm_up_hangs_is_refused_in_time_and_the_old_model_serve
     assert served_version(stages) == "v3"
 
     # Should the hung call ever return, its threads end and the model is not swapped in.
-    hung_threads = {t for t in threading.enumerate() if t.name.startswith("infer") and t.is_alive()}
+    assert hung.hung_threads
     hung.go.set()
     for _ in range(100):
         if "finished after all" in caplog.text:
@@ -105,6 +107,26 @@ def test_a_reload_whose_warm_up_hangs_is_refused_in_time_and_the_old_model_serve
     assert "finished after all" in caplog.text
     assert served_version(stages) == "v3"
     stages.shutdown()
-    for thread in hung_threads:
+    for thread in hung.hung_threads:
         thread.join(timeout=5)
         assert not thread.is_alive()
+
+
+def test_a_load_that_fails_with_its_own_timeout_error_is_reported_as_that_not_as_the_reload_timeout(tmp_path):
+    stages = InspectionStages(make_inspector(FixedEngine(version="v1")))
+    metrics = WorkerMetrics()
+
+    def load():
+        raise TimeoutError("timed out reading the artifact from the file server")
+
+    reloader = ModelReloader(
+        stages, metrics, model_path=model_file(tmp_path, "v1"), load=load, max_batch=1, timeout_s=60
+    )
+    outcome = asyncio.run(reloader.reload(force=True))
+    stages.shutdown()
+    assert outcome == {
+        "reloaded": False,
+        "error": "timed out reading the artifact from the file server",
+        "model_version": "v1",
+    }
+    assert reloads(metrics, "failed") == 1
