@@ -11,8 +11,8 @@ does not: one stuck worker (or partition) among healthy ones, whose share of the
 while the others' heartbeats keep the gate content. A hung stage call is covered by the worker's stage watchdog
 (``stage_stall_limit_s``: it exits unacked, so the partitions move), a blocked event loop by its event-loop watchdog
 (``loop_stall_limit_s``, streams.worker.loop_watch); other ways of being stuck need a watermark per frames partition
-(the newest over all workers cannot show it). A crashed worker shows up instead as late commands
-once its partitions move.
+(the newest over all workers cannot show it). A crashed worker shows up instead as late commands once its partitions
+move.
 """
 
 from __future__ import annotations
