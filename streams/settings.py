@@ -112,6 +112,11 @@ class Settings:
     # partitions. A healthy loop runs every few ms; its garbage collections take 2-4 ms (streams.worker.gc_pauses);
     # 0 = never.
     loop_stall_limit_s: float = 30.0
+    # Exit (code 75, unacked) when the oldest batch taken has not been delivered and acked for this long, or frames
+    # have waited this long in the agent's queue with no batch taken (streams.worker.batch_watch): the catch-all for
+    # a worker stuck in a way the watchdogs above do not see. Above the delivery deadline (120 s), so a broker outage
+    # usually ends in delivery's own exit, which names it; a batch takes well under a second here; 0 = never.
+    batch_stall_limit_s: float = 180.0
     # How often the worker tells each line's gate how far its inspection has got (streams.worker.heartbeats).
     heartbeat_interval_s: float = 1.0
     web_port: int = 6066

@@ -35,6 +35,7 @@ from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_cred
 from streams.kafka.output_producer import OutputProducer
 from streams.settings import Settings
 from streams.worker import faust_fixes, fetch_watch, stats
+from streams.worker.batch_watch import BatchWatchdog
 from streams.worker.delivery import DELIVERY_DEADLINE_S, deliver_outputs, log_dropped
 from streams.worker.gc_pauses import GCPauseWatch, freeze_startup_objects
 from streams.worker.heartbeats import LineWatermarks
@@ -450,6 +451,37 @@ def create_app(
                     fetch_watch.partition_names(stalled),
                     max(stalled.values()),
                     fetch_watch.consumer_state(app, tps, stream_queues),
+                )
+                os._exit(75)
+
+    if settings.batch_stall_limit_s > 0:
+        if settings.batch_stall_limit_s <= DELIVERY_DEADLINE_S:
+            log.warning(
+                "DEFECTSTREAM_BATCH_STALL_LIMIT_S=%g is within the delivery deadline (%g s): a broker outage that "
+                "delivery would ride out ends the worker",
+                settings.batch_stall_limit_s,
+                DELIVERY_DEADLINE_S,
+            )
+        batch_watchdog = BatchWatchdog(settings.batch_stall_limit_s)
+
+        @app.timer(interval=1.0)
+        async def watch_batches() -> None:
+            if not pipelines:
+                return
+            pipeline = pipelines[-1]  # the agent's; it is never restarted (errors end the worker)
+            queue = stream_queues["inspect-frames"]
+            stuck = batch_watchdog.stuck(
+                oldest=pipeline.oldest_unfinished(),
+                frames_waiting=queue.qsize() > 0 and not (app.rebalancing or app.in_recovery),
+                room=not pipeline.full,
+                batches_taken=pipeline.batches_taken,
+            )
+            if stuck is not None and not app.should_stop:
+                log.critical(
+                    "%s (DEFECTSTREAM_BATCH_STALL_LIMIT_S=%g); exiting unacked so another worker inspects this "
+                    "worker's frames",
+                    stuck,
+                    settings.batch_stall_limit_s,
                 )
                 os._exit(75)
 

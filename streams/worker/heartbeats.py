@@ -10,9 +10,10 @@ What this detects: a line that no worker is delivering verdicts for, or whose wh
 does not: one stuck worker (or partition) among healthy ones, whose share of the parts passes without a verdict
 while the others' heartbeats keep the gate content. A hung stage call is covered by the worker's stage watchdog
 (``stage_stall_limit_s``: it exits unacked, so the partitions move), a blocked event loop by its event-loop watchdog
-(``loop_stall_limit_s``, streams.worker.loop_watch); other ways of being stuck need a watermark per frames partition
-(the newest over all workers cannot show it). A crashed worker shows up instead as late commands once its partitions
-move.
+(``loop_stall_limit_s``, streams.worker.loop_watch), any other stuck batch by its batch watchdog
+(``batch_stall_limit_s``, streams.worker.batch_watch). A check from outside the worker would need a watermark per
+frames partition (the newest over all workers cannot show it). A crashed worker shows up instead as late commands
+once its partitions move.
 """
 
 from __future__ import annotations

@@ -198,10 +198,33 @@ def _delivered(self, outgoing):
 heartbeats.LineWatermarks.delivered = _delivered
 """
 
+STUCK_BATCH = """\
+# Fault injection for tests/integration/test_worker_failover.py: the batch after the HANG_ON-th waits for ever on the
+# event loop without blocking it (an await on a future nobody completes), at the step no other watchdog watches.
+import asyncio
+import os
+
+from streams.worker import delivery
+
+_real_deliver_outputs = delivery.deliver_outputs
+_batches = [0]
+
+
+async def _deliver_outputs(*args, **kwargs):
+    _batches[0] += 1
+    if _batches[0] > int(os.environ["HANG_ON"]):
+        await asyncio.get_running_loop().create_future()
+    return await _real_deliver_outputs(*args, **kwargs)
+
+
+delivery.deliver_outputs = _deliver_outputs
+"""
+
 # fault -> (hook, the setting of the watchdog that must catch it, what that watchdog logs)
 FAULTS = {
     "model call": (HUNG_MODEL_CALL, {"stage_stall_limit_s": 3.0}, "one infer call has been running for"),
     "event loop": (BLOCKED_EVENT_LOOP, {"loop_stall_limit_s": 3.0}, "the event loop has not run for"),
+    "stuck batch": (STUCK_BATCH, {"batch_stall_limit_s": 3.0}, "is not yet delivered and acked (step: delivery)"),
 }
 
 
@@ -209,9 +232,9 @@ FAULTS = {
 def test_a_hung_worker_exits_unacked_and_another_inspects_its_frames(
     fault, kafka_settings, skeleton_model, tmp_path, monkeypatch
 ):
-    """One stuck worker among healthy ones: its model call never returns, or its event loop is blocked. Without the
-    watchdogs its partitions' frames would never get a verdict while it kept its partitions (Faust's consumer thread
-    goes on sending the group's heartbeats) and /healthz."""
+    """One stuck worker among healthy ones: its model call never returns, its event loop is blocked, or a batch
+    waits for ever on a running loop. Without the watchdogs its partitions' frames would never get a verdict while it
+    kept its partitions (Faust's consumer thread goes on sending the group's heartbeats) and /healthz."""
     hook_source, watchdog, logged = FAULTS[fault]
     settings = kafka_settings.replace(model_path=skeleton_model, model_reload_interval_s=0, max_batch=4)
     hook = tmp_path / "hook"

@@ -155,6 +155,46 @@ def test_a_shutdown_during_a_wait_still_finishes_every_batch():
     assert rec.acked == [7]
 
 
+def test_the_oldest_unfinished_batch_tells_its_step_and_when_it_was_taken():
+    """What the batch watchdog (streams.worker.batch_watch) reads."""
+
+    class Delivery(Recorder):
+        def __init__(self):
+            super().__init__()
+            self.broker = asyncio.Event()
+
+        async def deliver(self, outgoing):
+            await self.broker.wait()
+            await super().deliver(outgoing)
+
+    async def scenario():
+        rec = Delivery()
+        now = [100.0]
+        pipeline = BatchPipeline(
+            inspect=rec.inspect, deliver=rec.deliver, ack=rec.ack, max_in_flight=2, clock=lambda: now[0]
+        )
+        assert pipeline.oldest_unfinished() is None and not pipeline.full
+        await pipeline.submit([1, 2, 3])
+        now[0] = 105.0
+        taking = asyncio.ensure_future(pipeline.submit([4]))  # the pipeline is full: the agent waits
+        await asyncio.sleep(0.01)
+        assert pipeline.full and pipeline.batches_taken == 2
+        steps = []
+        oldest = pipeline.oldest_unfinished()
+        steps.append((oldest.frames, oldest.taken_at, oldest.step))
+        rec.finish(1)
+        rec.finish(4)
+        await asyncio.sleep(0.01)
+        steps.append(pipeline.oldest_unfinished().step)  # batch 1 waits for Kafka, batch 4 for batch 1
+        rec.broker.set()
+        await asyncio.wait_for(taking, 1)
+        await pipeline.drain()
+        steps.append(pipeline.oldest_unfinished())
+        return steps
+
+    assert asyncio.run(scenario()) == [(3, 100.0, "inspection"), "delivery", None]
+
+
 def test_max_in_flight_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         Recorder().pipeline(max_in_flight=0)
