@@ -67,7 +67,9 @@ class BatchPipeline:
         self.batches_taken = 0
 
     def __len__(self) -> int:
-        return len(self._in_flight)
+        """Batches not yet delivered and acked. Finished ones leave the queue only at the next submit, and must not
+        make a worker waiting for input look busy to the fetch watchdog."""
+        return sum(not task.done() for task in self._in_flight)
 
     @property
     def full(self) -> bool:

@@ -224,7 +224,7 @@ delivery.deliver_outputs = _deliver_outputs
 FAULTS = {
     "model call": (HUNG_MODEL_CALL, {"stage_stall_limit_s": 3.0}, "one infer call has been running for"),
     "event loop": (BLOCKED_EVENT_LOOP, {"loop_stall_limit_s": 3.0}, "the event loop has not run for"),
-    "stuck batch": (STUCK_BATCH, {"batch_stall_limit_s": 3.0}, "is not yet delivered and acked (step: delivery)"),
+    "stuck batch": (STUCK_BATCH, {"batch_stall_limit_s": 6.0}, "is not yet delivered and acked (step: delivery)"),
 }
 
 

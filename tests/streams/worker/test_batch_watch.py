@@ -6,15 +6,19 @@ from streams.worker.pipeline import BatchInFlight
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 0.0
+        self.now = -1.0  # before the first check
 
     def __call__(self) -> float:
         return self.now
 
 
-def observe(dog, clock, t, *, oldest=None, waiting=False, room=True, taken=0):
-    clock.now = t
-    return dog.stuck(oldest=oldest, frames_waiting=waiting, room=room, batches_taken=taken)
+def observe(dog, clock, t, *, oldest=None, waiting=False, room=True, taken=0, paused=False):
+    """The same observation once a second up to ``t`` (the worker's 1-s timer), or only at ``t`` after a pause."""
+    start = t if paused else int(clock.now) + 1
+    for tick in range(start, t + 1):
+        clock.now = tick
+        stuck = dog.stuck(oldest=oldest, frames_waiting=waiting, room=room, batches_taken=taken)
+    return stuck
 
 
 def test_a_batch_in_flight_past_the_limit_is_reported_with_its_step():
@@ -46,8 +50,8 @@ def test_frames_waiting_with_room_and_no_batch_taken_are_reported():
 def test_a_batch_taken_restarts_the_wait():
     clock = Clock()
     dog = BatchWatchdog(limit_s=60, clock=clock)
-    observe(dog, clock, 0, waiting=True, taken=3)
-    assert observe(dog, clock, 50, waiting=True, taken=4) is None  # taken one: the count restarts at 50
+    observe(dog, clock, 49, waiting=True, taken=3)
+    assert observe(dog, clock, 50, waiting=True, taken=4) is None  # one taken at 50: the count restarts there
     assert observe(dog, clock, 110, waiting=True, taken=4) is None
     assert observe(dog, clock, 111, waiting=True, taken=4) is not None
 
@@ -57,10 +61,24 @@ def test_an_empty_queue_or_a_full_pipeline_restarts_the_wait():
     watched."""
     clock = Clock()
     dog = BatchWatchdog(limit_s=60, clock=clock)
-    observe(dog, clock, 0, waiting=True)
+    observe(dog, clock, 49, waiting=True)
     assert observe(dog, clock, 50, waiting=False) is None
-    assert observe(dog, clock, 55, waiting=True) is None
-    assert observe(dog, clock, 100, waiting=True, room=False) is None
-    assert observe(dog, clock, 105, waiting=True) is None
-    assert observe(dog, clock, 165, waiting=True) is None
-    assert observe(dog, clock, 166, waiting=True) is not None
+    assert observe(dog, clock, 55, waiting=True) is None  # from 51
+    assert observe(dog, clock, 111, waiting=True, room=False) is None  # 56-111: full
+    assert observe(dog, clock, 172, waiting=True) is None  # from 112
+    assert observe(dog, clock, 173, waiting=True) is not None
+
+
+def test_a_pause_of_the_whole_process_is_not_taken_for_stuck_batches():
+    """After SIGSTOP or a paused container, the first check may come before the agent has taken another batch: the
+    counts start again from the resume."""
+    clock = Clock()
+    dog = BatchWatchdog(limit_s=180, clock=clock)
+    for t in range(10):  # a busy, healthy worker: one check a second
+        assert observe(dog, clock, t, oldest=BatchInFlight(4, t - 0.2), waiting=True, taken=t) is None
+    batch = BatchInFlight(4, 8.8)
+    assert observe(dog, clock, 209, oldest=batch, waiting=True, taken=9, paused=True) is None  # for 200 s
+    assert observe(dog, clock, 389, oldest=batch, waiting=True, taken=9) is None
+    # Still stuck a whole limit after the resume: reported, with its age since it was taken.
+    stuck = observe(dog, clock, 390, oldest=batch, waiting=True, taken=9)
+    assert stuck == "a batch of 4 frames was taken 381 s ago and is not yet delivered and acked (step: inspection)"

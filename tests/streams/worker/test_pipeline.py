@@ -190,9 +190,13 @@ def test_the_oldest_unfinished_batch_tells_its_step_and_when_it_was_taken():
         await asyncio.wait_for(taking, 1)
         await pipeline.drain()
         steps.append(pipeline.oldest_unfinished())
+        await pipeline.submit([5])
+        rec.finish(5)
+        await asyncio.sleep(0.01)
+        steps.append(len(pipeline))  # done and acked: a worker waiting for input, though still queued until the next
         return steps
 
-    assert asyncio.run(scenario()) == [(3, 100.0, "inspection"), "delivery", None]
+    assert asyncio.run(scenario()) == [(3, 100.0, "inspection"), "delivery", None, 0]
 
 
 def test_max_in_flight_must_be_positive():
