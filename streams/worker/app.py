@@ -64,6 +64,9 @@ LINE_STATS_PUBLISH_TIMEOUT_S = 10.0
 # is published again with them).
 STATS_BATCH_MAX = 500
 STATS_BATCH_WITHIN_S = 0.25
+# Ad-hoc POST /predict checks in progress at once. They run on the stages with the line's batches, so more are
+# refused (503, retry) rather than queued there: a flood of ad-hoc checks must not hold up inspection.
+PREDICT_MAX_IN_PROGRESS = 2
 
 
 def check_pipeline_limits(settings: Settings) -> None:
@@ -513,6 +516,8 @@ def create_app(
             outcome = await reloader.reload(force=True)
             return self.json(outcome, status=200 if "error" not in outcome else 409)
 
+    predict_slots = asyncio.Semaphore(PREDICT_MAX_IN_PROGRESS)
+
     @app.page("/predict")
     class Predict(faust.web.View):
         """Ad-hoc check: image bytes in, InspectionResult out. Nothing is published to Kafka."""
@@ -534,7 +539,14 @@ def create_app(
                 frame_schema.CONTENT_TYPE: content_type,
             }
             frame = IncomingFrame(body, headers, "http", 0, 0, received_ts_ns=time.time_ns())
-            outgoing, _ = await stages.run([frame])
+            if predict_slots.locked():  # checked and taken with no await between: no other request gets in
+                return self.error(
+                    503,
+                    f"{PREDICT_MAX_IN_PROGRESS} ad-hoc checks already in progress; retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+            async with predict_slots:
+                outgoing, _ = await stages.run([frame])
             record = next(o.record for o in outgoing if o.role in (topics.RESULTS, topics.DEAD_LETTERS))
             if isinstance(record, DeadLetter):
                 return self.error(400, f"{record.reason}: {record.detail}", reason_code=record.reason)

@@ -53,6 +53,20 @@ def test_predict_metrics_and_hot_reload_without_dropping_frames(kafka_settings, 
         assert _post(worker.url + "/predict", b"")[1]["reason_code"] == "empty_payload"
         assert _post(worker.url + "/predict", frames[0][1], "image/gif")[0] == 415
         assert _post(worker.url + "/predict", os.urandom(150_000))[0] == 413
+        # A burst of ad-hoc checks: a few at a time are inspected, the rest refused at once, none queued.
+        start = threading.Barrier(24)
+        answers: list[int] = []
+
+        def check() -> None:
+            start.wait()
+            answers.append(_post(worker.url + "/predict", frames[1][1])[0])
+
+        checkers = [threading.Thread(target=check) for _ in range(24)]
+        for t in checkers:
+            t.start()
+        for t in checkers:
+            t.join()
+        assert set(answers) == {200, 503} and len(answers) == 24, answers
         with urllib.request.urlopen(worker.url + "/metrics", timeout=5) as resp:
             text = resp.read().decode()
         assert f'model_version="{v1}"' in text and "defectstream_frames_total" in text
