@@ -7,9 +7,15 @@ producer with frames in flight, a consumer in a group, a broker they started) in
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 
 def on_sigterm(action: Callable[[], None]) -> None:
@@ -53,3 +59,25 @@ def stop_event_on_sigterm() -> threading.Event:
     stop = threading.Event()
     on_sigterm(stop.set)
     return stop
+
+
+def exit_anyway_after(seconds: float, status: int) -> None:
+    """For a command whose orderly stop is done (final commit made, outputs flushed). Python's exit waits for every
+    non-daemon thread and every concurrent.futures pool thread, and one that never returns (a hung model or driver
+    call, on a hot reload's inference threads) would keep the process alive until the supervisor's SIGKILL. Past
+    ``seconds``, this logs the threads still running and exits with ``status``. A daemon thread: it never holds up
+    an exit itself."""
+
+    def exit_anyway() -> None:
+        time.sleep(seconds)
+        # Daemon threads too: a pool's threads inherit the flag from the thread that started them, and exiting
+        # waits for a concurrent.futures pool's threads whatever the flag.
+        running = [
+            t.name for t in threading.enumerate() if t not in (threading.main_thread(), threading.current_thread())
+        ]
+        log.error("threads still running %g s after the stop: %s; exiting without them", seconds, running)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(status)
+
+    threading.Thread(target=exit_anyway, name="exit-anyway", daemon=True).start()

@@ -34,6 +34,7 @@ from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_credentials, worker_output_config
 from streams.kafka.output_producer import OutputProducer
 from streams.settings import Settings
+from streams.shutdown import exit_anyway_after
 from streams.worker import faust_fixes, fetch_watch, stats
 from streams.worker.batch_watch import BatchWatchdog
 from streams.worker.delivery import DELIVERY_DEADLINE_S, deliver_outputs, log_dropped
@@ -67,6 +68,8 @@ STATS_BATCH_WITHIN_S = 0.25
 # Ad-hoc POST /predict checks in progress at once. They run on the stages with the line's batches, so more are
 # refused (503, retry) rather than queued there: a flood of ad-hoc checks must not hold up inspection.
 PREDICT_MAX_IN_PROGRESS = 2
+# After the orderly stop, how long exiting may wait for threads that have not ended before the process exits anyway.
+EXIT_AFTER_STOP_S = 10.0
 
 
 def check_pipeline_limits(settings: Settings) -> None:
@@ -561,6 +564,7 @@ def run_worker(settings: Settings) -> None:
     metrics = WorkerMetrics()
     gc_watch = GCPauseWatch(metrics.observe_gc_pause)
     producer = output_producer(settings)
+    status = 1
     try:
         app = create_app(settings, metrics=metrics, gc_watch=gc_watch, producer=producer)
         # Now torch, OpenVINO, Faust and the model are loaded: nearly every long-lived object exists (see gc_pauses).
@@ -568,7 +572,12 @@ def run_worker(settings: Settings) -> None:
         gc_watch.install()
         worker = faust.Worker(app, loglevel=settings.log_level, workdir=str(settings.cache_dir))
         worker.execute_from_commandline()
+    except SystemExit as stop:  # how Faust's worker ends, 0 after an orderly stop
+        status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        raise
     finally:
         # Every batch was acked only after its records were delivered; this only waits for line-stats publishes.
         if remaining := producer.close():
             log.warning("%d output records still undelivered at shutdown", remaining)
+        # A hot reload whose warm-up hung left threads that cannot be stopped (streams.worker.reload).
+        exit_anyway_after(EXIT_AFTER_STOP_S, status)

@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import threading
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +109,59 @@ def test_predict_metrics_and_hot_reload_without_dropping_frames(kafka_settings, 
     versions = [r.model_version for r in sorted(results, key=lambda r: r.decided_ts_ns)]
     assert set(versions) == {v1, v2}
     assert versions.index(v2) > 0 and v1 not in versions[versions.index(v2) :]  # one switch, never back
+
+
+HUNG_RELOAD_WARM_UP = """\
+# Fault injection for tests/integration/test_worker_web.py: every model loaded after the first hangs in its first
+# call, as a hung driver or runtime call would, so a hot reload's warm-up never returns.
+import threading
+
+from models.engines import torch_engine
+
+_real_init = torch_engine.TorchEngine.__init__
+_real_predict = torch_engine.TorchEngine.predict
+_engines = []
+
+
+def _init(self, *args, **kwargs):
+    _real_init(self, *args, **kwargs)
+    _engines.append(self)
+
+
+def _predict(self, batch):
+    if self is not _engines[0]:
+        threading.Event().wait()
+    return _real_predict(self, batch)
+
+
+torch_engine.TorchEngine.__init__ = _init
+torch_engine.TorchEngine.predict = _predict
+"""
+
+
+def test_a_worker_whose_reload_hung_still_exits_on_sigterm(kafka_settings, skeleton_model, tmp_path, monkeypatch):
+    """The hung warm-up sits on the new model's inference threads, which Python's exit would wait for until the
+    supervisor's SIGKILL."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HUNG_RELOAD_WARM_UP)
+    root = str(Path(__file__).resolve().parents[2])  # sitecustomize runs before the worker's directory is on sys.path
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), root, os.environ.get("PYTHONPATH")])))
+    settings = kafka_settings.replace(
+        model_path=skeleton_model, web_port=free_port(), model_reload_interval_s=0, model_reload_timeout_s=2.0
+    )
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        status, outcome = _post(worker.url + "/reload", b"", "application/json")
+        assert status == 409 and "DEFECTSTREAM_MODEL_RELOAD_TIMEOUT_S" in outcome["error"], outcome
+        started = time.monotonic()
+        returncode = worker.stop(timeout_s=60)
+        stopped_s = time.monotonic() - started
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text(errors="replace")
+    assert returncode == 0, log[-3000:]  # not killed: -9
+    exits = [line for line in log.splitlines() if "s after the stop:" in line]
+    assert len(exits) == 1 and "'infer_0'" in exits[0] and "exiting without them" in exits[0], log[-3000:]
+    assert stopped_s < 45, stopped_s

@@ -66,3 +66,31 @@ def _run(case: str) -> str:
 )
 def test_sigterm_handlers(case, printed):
     assert _run(case) == printed
+
+
+EXIT_SCRIPT = """
+import logging, sys, threading
+from streams.shutdown import exit_anyway_after
+
+logging.basicConfig(level=logging.INFO)
+if sys.argv[1] == "hung":
+    threading.Thread(target=threading.Event().wait, name="infer_0").start()  # never returns, never a daemon
+exit_anyway_after(float(sys.argv[2]), 3)
+print("stopped", flush=True)
+"""
+
+
+def test_a_thread_that_never_ends_does_not_keep_the_process_alive():
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, "hung", "0.5"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.split() == ["stopped"]
+    assert "threads still running 0.5 s after the stop: ['infer_0']; exiting without them" in proc.stderr
+
+
+def test_without_such_a_thread_the_process_exits_as_usual_at_once():
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, "clean", "60"], capture_output=True, text=True, timeout=30
+    )
+    assert (proc.returncode, proc.stdout.split(), proc.stderr) == (0, ["stopped"], "")
