@@ -10,7 +10,8 @@ Agents:
   window and batch) -> a LineStats record per line and window, published ``stats_grace_s`` after it closes.
 
 Web (``web_port``): ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus), ``POST /predict`` (image bytes in,
-InspectionResult JSON out, nothing published), ``POST /reload`` (swap in the model at the model path now).
+InspectionResult JSON out, nothing published; at most ``PREDICT_MAX_IN_PROGRESS`` at a time, more get 503),
+``POST /reload`` (swap in the model at the model path now).
 """
 
 from __future__ import annotations
