@@ -115,7 +115,7 @@ class ModelReloader:
             raise TimeoutError(
                 f"the new model was not loaded and warmed up within {self.timeout_s:g} s "
                 "(DEFECTSTREAM_MODEL_RELOAD_TIMEOUT_S): a hung model or driver call? Its thread cannot be stopped; "
-                "should it hang on, stopping this worker exits without it 10 s after the final commit"
+                "should it hang on, stopping this worker exits without it shortly after the final commit"
             )
         return waiting.result()
 
