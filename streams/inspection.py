@@ -26,7 +26,7 @@ from schemas import frame as frame_schema
 from schemas.records import DeadLetter, InspectionResult, Record, RejectCommand, RetrainingSample
 from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES
-from streams.late_log import LateCommandLog
+from streams.late_log import LateLog
 from streams.policy import PASS, REVIEW, DeadlinePolicy, DecisionPolicy, RetrainingPolicy
 from streams.settings import Settings
 
@@ -124,7 +124,7 @@ class FrameInspector:
         self.reduced_decode = reduced_decode
         self.max_frame_bytes = max_frame_bytes
         self.dead_letter_payload_max_bytes = dead_letter_payload_max_bytes
-        self.late_log = LateCommandLog()
+        self.late_log = LateLog("late commands")
 
     @classmethod
     def from_settings(cls, engine: InferenceEngine, settings: Settings) -> FrameInspector:
@@ -359,7 +359,7 @@ class FrameInspector:
             trace_id=trace_id,
         )
         if cmd.late:
-            self.late_log.note(action, part_id, gate, (now_ns - deadline_ts_ns) / 1e6)
+            self.late_log.note(f"late {action} command for {part_id} on {gate}", (now_ns - deadline_ts_ns) / 1e6)
         # Keyed by gate: all of one gate's commands land on one partition, in decision order.
         return Outgoing(topics.REJECT_COMMANDS, gate.encode(), cmd)
 

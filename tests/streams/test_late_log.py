@@ -1,6 +1,6 @@
 import logging
 
-from streams.late_log import LateCommandLog
+from streams.late_log import LateLog
 
 
 class _Clock:
@@ -13,23 +13,38 @@ class _Clock:
 
 def test_a_spell_of_late_commands_is_one_line_then_one_summary_per_interval(caplog):
     clock = _Clock()
-    late = LateCommandLog(interval_s=5.0, clock=clock)
+    late = LateLog("late commands", interval_s=5.0, clock=clock)
     with caplog.at_level(logging.WARNING, logger="streams.late_log"):
-        late.note("reject", "part-1", "line-1", 210.0)  # the first of a spell: at once, by name
+        late.note("late reject command for part-1 on line-1", 210.0)  # the first of a spell: at once, by name
         for i in range(2, 300):
             clock.now += 0.01
-            late.note("review", f"part-{i}", "line-1", 200.0 + (500.0 if i == 150 else 0.0))
+            late.note(f"late review command for part-{i} on line-1", 200.0 + (500.0 if i == 150 else 0.0))
         assert len(caplog.records) == 1 and "part-1" in caplog.messages[0]
         clock.now = 105.5
-        late.note("reject", "part-300", "line-1", 220.0)  # the interval is over: the held ones are summed up
+        # The interval is over: the held ones are summed up.
+        late.note("late reject command for part-300 on line-1", 220.0)
         assert len(caplog.records) == 2
         assert "299 more late commands" in caplog.messages[1] and "part-150" in caplog.messages[1]
         assert "700 ms" in caplog.messages[1]
         clock.now += 1.0
-        late.note("reject", "part-301", "line-1", 220.0)
+        late.note("late reject command for part-301 on line-1", 220.0)
         assert late.flush() == 1  # the tail of a spell is logged by the worker's timer
         assert len(caplog.records) == 3 and "1 more late commands" in caplog.messages[2]
         assert late.flush() == 0 and len(caplog.records) == 3
         clock.now += 60.0
-        late.note("reject", "part-400", "line-2", 300.0)  # a new spell starts with a line of its own
+        late.note("late reject command for part-400 on line-2", 300.0)  # a new spell starts with a line of its own
         assert len(caplog.records) == 4 and "part-400 on line-2" in caplog.messages[3]
+
+
+def test_a_flush_only_if_due_waits_for_the_interval_since_the_last_line(caplog):
+    clock = _Clock()
+    late = LateLog("late frames", interval_s=5.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="streams.late_log"):
+        late.note("frame f-1 not in Kafka by its gate deadline", 3.0)
+        clock.now += 1.0
+        late.note("frame f-2 not in Kafka by its gate deadline", 9.0)
+        assert late.flush(only_if_due=True) == 0 and len(caplog.records) == 1
+        clock.now += 4.5
+        assert late.flush(only_if_due=True) == 1
+        assert "1 more late frames in the last 6 s" in caplog.messages[1] and "f-2" in caplog.messages[1]
+        assert late.flush(only_if_due=True) == 0 and late.flush() == 0
