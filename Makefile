@@ -9,7 +9,7 @@ PYPROJECT_HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
 STAMP := $(VENV)/.installed-$(PYPROJECT_HASH)
 PYTEST_ARGS ?=
 
-.PHONY: setup venv kafka-jars tools demo test deploy-check lint clean clean-tools
+.PHONY: setup venv kafka-jars demo-model tools demo test deploy-check lint clean clean-tools
 
 setup: venv kafka-jars
 
@@ -24,13 +24,17 @@ $(STAMP): pyproject.toml
 kafka-jars: venv
 	$(PY) -m streams.cli broker fetch
 
+# The small model the demo and the tests serve, trained and quantized once into the cache (minutes when cold).
+demo-model: venv
+	$(PY) -m streams.cli demo-model
+
 tools:
 	bash deploy/tools/install.sh
 
 demo: setup
 	$(PY) -m streams.cli demo
 
-test: setup tools
+test: setup tools demo-model
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Only the deployment checks (compose, Kubernetes, Prometheus, Grafana, Dockerfiles).

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 from streams.settings import Settings
@@ -110,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, text) in MODEL_COMMANDS.items():
         sub.add_parser(name, help=f"{text} (see `defectstream {name} --help`)", add_help=False)
 
+    sub.add_parser(
+        "demo-model",
+        help="build the demo's and the tests' small model (checkpoint + INT8 artifact) into the cache if missing; "
+        "`make test` runs it before pytest",
+    )
+
     demo = sub.add_parser("demo", help="end-to-end demo on the local broker (what `make demo` runs)")
     demo.add_argument("--frames", type=int, default=200, help="frames to send (default: 200)")
     demo.add_argument("--fps", type=float, default=20.0, help="camera frame rate (default: 20)")
@@ -185,6 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "worker":  # Faust handles its own signals
         # As Ctrl-C, unless the command stops on an event instead (camera, gate, dataset-sink).
         on_sigterm(interrupt)
+
+    if args.command == "demo-model":
+        # Before pytest, not in a fixture: on a cold cache the training takes 2-5 minutes on 2 cores, and inside
+        # the first test that needs the model it counted against that test's 300-s timeout.
+        from models.quantize import QuantizationRefused
+        from models.skeleton import ensure_skeleton_artifact, ensure_skeleton_model
+
+        settings = _settings(args)
+        started = time.monotonic()
+        print(f"[demo-model] checkpoint {ensure_skeleton_model(settings.cache_dir)}")
+        try:
+            print(f"[demo-model] INT8 artifact {ensure_skeleton_artifact(settings.cache_dir)}")
+        except QuantizationRefused as exc:  # the demo serves FP32 then; the tests that need the artifact say so
+            print(f"[demo-model] INT8 artifact refused by the demo guard: {exc}")
+        print(f"[demo-model] ready in {time.monotonic() - started:.0f} s")
+        return 0
 
     if args.command == "broker":
         from streams.kafka.broker import LocalKafka, fetch_jars
