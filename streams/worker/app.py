@@ -73,6 +73,16 @@ PREDICT_MAX_IN_PROGRESS = 2
 EXIT_AFTER_STOP_S = 10.0
 
 
+# How long a closed window stays in its table, so that counts which reach the line-stats agent late are still added
+# to it and the window is published again, whole. Faust drops windows by the wall clock, not by stream time. It was
+# w + 4 grace (6 s for the 2-s windows of tests/integration/test_pipeline.py), and behind a burst of frames the agent
+# took counts up to 6.4 s after they were produced (2-core Cascade Lake, 2026-11-28). A count that comes after the
+# cleanup recreates its window holding that count alone, and readers, who keep a window's latest record, lose the
+# rest: the likely cause of the one run of that test that saw 960 of 1000 frames in the windows. The cost is a few
+# table entries per line and window size.
+STATS_KEEP_CLOSED_WINDOWS_S = 120.0
+
+
 def check_pipeline_limits(settings: Settings) -> None:
     """Refuse batch settings the agent cannot work with, before anything is loaded or joined."""
     if settings.max_batch < 1:
@@ -182,7 +192,7 @@ def create_app(
             partitions=topics.topic_spec(topics.LINE_COUNTS).partitions,
             schema=faust.Schema(key_serializer="json", value_serializer="json"),
         )
-        .tumbling(w, expires=w + 4 * settings.stats_grace_s)
+        .tumbling(w, expires=w + max(4 * settings.stats_grace_s, STATS_KEEP_CLOSED_WINDOWS_S))
         .relative_to_stream()
         for w in windows
     }
