@@ -56,6 +56,13 @@ class WorkerMetrics:
             ["line", "decision"],
             registry=r,
         )
+        self.line_stats_late_frames = Counter(
+            "defectstream_line_stats_late_frames_total",
+            "Frames whose counts reached the line-stats agent after their window's time in its table, left out of "
+            "that window's line-stats record, by line and window size",
+            ["line", "window"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "defectstream_dead_letters_total", "Frames dead-lettered, by reason", ["reason"], registry=r
         )
