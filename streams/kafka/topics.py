@@ -155,3 +155,21 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
                 else:
                     raise
     return outcome
+
+
+def topic_problems(settings: Settings, timeout_s: float = 10.0) -> list[str]:
+    """What in the cluster's topics keeps a worker with these settings from working: declared topics that do not
+    exist, and table changelogs whose partitions differ from the line-counts topic's (over either, Faust stops the
+    line-stats agent and the worker would go on inspecting without line stats). Raises KafkaException when the
+    cluster does not answer within ``timeout_s``."""
+    admin = AdminClient(admin_config(settings))
+    existing = admin.list_topics(timeout=timeout_s).topics
+    problems = [f"topic {name} does not exist" for name, _spec in declared_topics(settings) if name not in existing]
+    source = existing.get(settings.topic(LINE_COUNTS))
+    for name, _spec in changelog_topics(settings):
+        if source is not None and name in existing and len(existing[name].partitions) != len(source.partitions):
+            problems.append(
+                f"topic {name} has {len(existing[name].partitions)} partitions, its table's source "
+                f"{settings.topic(LINE_COUNTS)} {len(source.partitions)}: Faust needs them equal"
+            )
+    return problems

@@ -24,6 +24,7 @@ import uuid
 
 import faust
 import torch
+from confluent_kafka import KafkaException
 
 from models import engines
 from models.engines.base import InferenceEngine
@@ -69,6 +70,10 @@ STATS_BATCH_WITHIN_S = 0.25
 # Ad-hoc POST /predict checks in progress at once. They run on the stages with the line's batches, so more are
 # refused (503, retry) rather than queued there: a flood of ad-hoc checks must not hold up inspection.
 PREDICT_MAX_IN_PROGRESS = 2
+# The start-up check of the cluster's topics (check_topics): how long to wait for its answer, and the exit code
+# when topics are missing (EX_CONFIG: a restart helps only once someone has created them).
+TOPIC_CHECK_TIMEOUT_S = 10.0
+EXIT_TOPICS_NOT_READY = 78
 # After the orderly stop, how long exiting may wait for threads that have not ended before the process exits anyway.
 EXIT_AFTER_STOP_S = 10.0
 
@@ -589,9 +594,28 @@ def create_app(
     return app
 
 
+def check_topics(settings: Settings) -> None:
+    """Exit (code ``EXIT_TOPICS_NOT_READY``) when the cluster lacks topics this worker needs. Workers never create
+    topics, and without this a missing table changelog (say, after a new stats window was configured) stopped the
+    line-stats agent with an error in the log while the worker went on as ready, without line stats."""
+    try:
+        problems = topics.topic_problems(settings, timeout_s=TOPIC_CHECK_TIMEOUT_S)
+    except KafkaException as exc:  # as before this check: Faust waits for the cluster
+        log.warning("could not check the topics (%s); starting anyway", exc)
+        return
+    if problems:
+        log.critical(
+            "cannot start: %s. Create them with `defectstream topics create` and the worker's settings "
+            "(topic prefix, app id, stats windows).",
+            "; ".join(problems),
+        )
+        raise SystemExit(EXIT_TOPICS_NOT_READY)
+
+
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGINT/SIGTERM (the batches in flight are finished, delivered and
     acked before Faust's final commit)."""
+    check_topics(settings)
     metrics = WorkerMetrics()
     gc_watch = GCPauseWatch(metrics.observe_gc_pause)
     producer = output_producer(settings)

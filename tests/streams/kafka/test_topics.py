@@ -1,10 +1,10 @@
 import pytest
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams.kafka.config import MAX_MESSAGE_BYTES, consumer_config, producer_config
 from streams.kafka.reader import TopicReader
-from streams.kafka.topics import FRAMES, TOPICS, create_topics
+from streams.kafka.topics import FRAMES, TOPICS, changelog_topics, create_topics, declared_topics, topic_problems
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +75,22 @@ def test_create_fails_clearly_without_a_cluster(kafka_settings):
     unreachable = kafka_settings.replace(kafka_bootstrap_servers="127.0.0.1:1")
     with pytest.raises(KafkaException):
         create_topics(unreachable, timeout_s=2)
+
+
+def test_topic_problems_name_missing_topics_and_changelogs_faust_would_refuse(kafka_settings):
+    assert topic_problems(kafka_settings) == []
+    fresh = kafka_settings.replace(topic_prefix=kafka_settings.topic_prefix + "-none", app_id="never-created")
+    assert topic_problems(fresh) == [f"topic {name} does not exist" for name, _ in declared_topics(fresh)]
+    # A stats window added after the topics were created: its table has no changelog.
+    more_windows = kafka_settings.replace(stats_windows_s=kafka_settings.stats_windows_s + ",300")
+    (new_changelog, spec), *_ = [t for t in changelog_topics(more_windows) if "-300s-" in t[0]]
+    assert topic_problems(more_windows) == [f"topic {new_changelog} does not exist"]
+    admin = AdminClient({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
+    admin.create_topics([NewTopic(new_changelog, num_partitions=spec.partitions - 1)])[new_changelog].result(10)
+    (problem,) = topic_problems(more_windows)
+    assert f"topic {new_changelog} has {spec.partitions - 1} partitions" in problem and "equal" in problem
+
+
+def test_topic_problems_raise_without_a_cluster(kafka_settings):
+    with pytest.raises(KafkaException):
+        topic_problems(kafka_settings.replace(kafka_bootstrap_servers="127.0.0.1:1"), timeout_s=2)

@@ -1,7 +1,7 @@
 import pytest
 
 from streams.settings import Settings
-from streams.worker.app import check_pipeline_limits
+from streams.worker.app import EXIT_TOPICS_NOT_READY, check_pipeline_limits, check_topics
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,25 @@ def test_the_worker_runs_every_batch_size_it_can_take_on_its_inference_threads_b
     app.create_app(settings, engine, producer=object())
     assert [size for _, size in calls] == [1, 2, 3, 4, 5]  # streams: test_engine_warmup, threads: test_stages
     assert all(name.startswith("infer") for name, _ in calls)
+
+
+@pytest.mark.integration
+def test_a_worker_missing_a_stats_changelog_exits_naming_it(kafka_settings, caplog):
+    check_topics(kafka_settings)  # created by the fixture: nothing to say
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "CRITICAL")]
+    more_windows = kafka_settings.replace(stats_windows_s=kafka_settings.stats_windows_s + ",300")
+    with pytest.raises(SystemExit) as stop:
+        check_topics(more_windows)
+    assert stop.value.code == EXIT_TOPICS_NOT_READY
+    (critical,) = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert f"topic {more_windows.app_id}-line-stats-300s-changelog does not exist" in critical
+    assert "defectstream topics create" in critical
+
+
+@pytest.mark.integration
+def test_a_worker_that_cannot_reach_the_cluster_starts_as_before(kafka_settings, caplog, monkeypatch):
+    from streams.worker import app
+
+    monkeypatch.setattr(app, "TOPIC_CHECK_TIMEOUT_S", 1.0)
+    check_topics(kafka_settings.replace(kafka_bootstrap_servers="127.0.0.1:1"))
+    assert any("could not check the topics" in r.getMessage() for r in caplog.records)
