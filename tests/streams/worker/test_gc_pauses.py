@@ -9,7 +9,8 @@ def test_freeze_takes_the_objects_alive_now_out_of_collection():
     marker = [object()]  # a container: tracked by the collector
     try:
         frozen = freeze_startup_objects()
-        assert frozen == gc.get_freeze_count() > 0
+        # Only gc.freeze adds to the count; frozen objects freed since (by other threads of the test process) leave.
+        assert 0 < gc.get_freeze_count() <= frozen
         assert not any(o is marker for o in gc.get_objects())
         created_later = [object()]
         assert any(o is created_later for o in gc.get_objects())
