@@ -25,6 +25,7 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -33,10 +34,10 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from schemas.frame import FrameMeta
 from streams.kafka import topics
 from streams.kafka.config import producer_config
-from streams.late_log import LateLog
 from streams.policy import DeadlinePolicy
-from streams.quantiles import nearest_rank
+from streams.quantiles import nearest_rank, recent_samples
 from streams.settings import Settings
+from streams.spell_log import SpellLog
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ UnconfirmedFrameHandler = Callable[[FrameMeta, str], None]
 
 # The longest the gateway waits in librdkafka without looking for frames past their deadline.
 POLL_SLICE_S = 0.02
+# Delivery errors kept as text in CameraStats.errors (every one is counted in CameraStats.failed and logged).
+RECENT_ERRORS = 100
 
 
 @dataclass
@@ -57,9 +60,10 @@ class CameraStats:
     delivered: int = 0
     failed: int = 0
     unconfirmed_by_deadline: int = 0  # not acknowledged by the broker by the frame's gate deadline (maybe later)
-    errors: list[str] = field(default_factory=list)
-    part_labels: dict[str, str] = field(default_factory=dict)  # part id -> source label (ground truth if known)
-    delivery_ms: list[float] = field(default_factory=list)  # produce -> broker acknowledgement, per frame
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))  # the latest; all in failed
+    # Part id -> source label (ground truth if known), only with CameraGateway(keep_part_labels=True).
+    part_labels: dict[str, str] = field(default_factory=dict)
+    delivery_ms: deque[float] = field(default_factory=recent_samples)  # produce -> broker ack, the latest frames
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -123,6 +127,7 @@ class CameraGateway:
         camera_id: str | None = None,
         line_id: str | None = None,
         on_unconfirmed: UnconfirmedFrameHandler | None = None,
+        keep_part_labels: bool = False,
     ):
         self.settings = settings
         self.camera_id = camera_id or settings.camera_id
@@ -131,9 +136,14 @@ class CameraGateway:
         self.producer = Producer(producer_config(settings))
         self.stats = CameraStats()
         self.on_unconfirmed = on_unconfirmed
+        # For tests, the demo and benchmarks that check every part sent: it grows by a part id per frame.
+        self.keep_part_labels = keep_part_labels
         self._deadline_policy = DeadlinePolicy.from_spec(settings.line_travel_ms)
         self._pending = PendingFrames()
-        self._late_log = LateLog("frames not in Kafka by their gate deadline")
+        self._late_log = SpellLog("frames not in Kafka by their gate deadline")
+        # After an outage librdkafka fails every queued frame at once (message.timeout.ms): one line each flooded
+        # the log. Each one is still counted and handed to on_unconfirmed unless it was already reported.
+        self._failed_log = SpellLog("frames not delivered", level=logging.ERROR)
         # Part ids must be unique across restarts of the gateway, not only within one run.
         self._run = uuid.uuid4().hex[:8]
         self._seq = 0
@@ -190,7 +200,7 @@ class CameraGateway:
                     self._unconfirmed(meta, f"{REFUSED}: {exc}")
                 return meta.part_id
         self.stats.sent += 1
-        if label:
+        if label and self.keep_part_labels:
             self.stats.part_labels[meta.part_id] = label
         self.poll(0)
         return meta.part_id
@@ -207,6 +217,7 @@ class CameraGateway:
             self._late_log.note(f"frame {meta.part_id} not in Kafka by its gate deadline", ms_late)
             self._unconfirmed(meta, f"{NOT_IN_KAFKA_BY_DEADLINE}: {ms_late:.0f} ms past it; delivery goes on")
         self._late_log.flush(only_if_due=True)
+        self._failed_log.flush(only_if_due=True)
 
     def _unconfirmed(self, meta: FrameMeta, reason: str) -> None:
         if self.on_unconfirmed is None:
@@ -224,7 +235,7 @@ class CameraGateway:
         else:
             self.stats.failed += 1
             self.stats.errors.append(str(err))
-            log.error("frame %s not delivered: %s", meta.part_id, err)
+            self._failed_log.note(f"frame {meta.part_id} not delivered: {err}")
             if still_pending:  # a frame already reported past its deadline is not reported twice
                 self._unconfirmed(meta, f"{DELIVERY_FAILED}: {err}")
 
@@ -237,6 +248,7 @@ class CameraGateway:
             self.poll(0)
             if not remaining or time.monotonic() >= end:
                 self._late_log.flush()
+                self._failed_log.flush()
                 return len(self.producer)
 
     def run(

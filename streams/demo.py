@@ -108,7 +108,7 @@ def run_demo(settings: Settings, *, frames: int = 200, fps: float = 20.0, timeou
             print(f"[demo] worker starting (log: {worker.log_path}) ...")
             # Created before the worker is ready: the idempotent producer fetches its producer id meanwhile,
             # instead of holding the first frames while it does.
-            camera = CameraGateway(s)
+            camera = CameraGateway(s, keep_part_labels=True)  # the summary scores results against them
             gate = RejectGate(s)
             worker.wait_ready()
             print(f"[demo] worker ready: {worker.url}/healthz, metrics at {worker.url}/metrics")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from schemas.records import LineHeartbeat, RejectCommand, SchemaError
 from streams.kafka import topics
 from streams.kafka.config import gate_consumer_config
+from streams.quantiles import recent_samples
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,8 @@ class GateStats:
     unreadable: int = 0
     silent_spells: int = 0  # times the line's inspection fell more than gate_silence_limit_s behind
     by_action: dict[str, int] = field(default_factory=dict)
-    latencies_ms: list[float] = field(default_factory=list)  # capture -> arrival at the gate, every command
-    margins_ms: list[float] = field(default_factory=list)  # deadline - arrival (negative = missed)
+    latencies_ms: deque[float] = field(default_factory=recent_samples)  # capture -> arrival, the latest commands
+    margins_ms: deque[float] = field(default_factory=recent_samples)  # deadline - arrival (negative = missed)
 
     @property
     def commands(self) -> int:

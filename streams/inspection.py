@@ -26,9 +26,9 @@ from schemas import frame as frame_schema
 from schemas.records import DeadLetter, InspectionResult, Record, RejectCommand, RetrainingSample
 from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES
-from streams.late_log import LateLog
 from streams.policy import PASS, REVIEW, DeadlinePolicy, DecisionPolicy, RetrainingPolicy
 from streams.settings import Settings
+from streams.spell_log import SpellLog
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class FrameInspector:
         self.reduced_decode = reduced_decode
         self.max_frame_bytes = max_frame_bytes
         self.dead_letter_payload_max_bytes = dead_letter_payload_max_bytes
-        self.late_log = LateLog("late commands")
+        self.late_log = SpellLog("late commands")
 
     @classmethod
     def from_settings(cls, engine: InferenceEngine, settings: Settings) -> FrameInspector:

@@ -30,7 +30,7 @@ from models import engines
 from models.engines.base import InferenceEngine
 from schemas import frame as frame_schema
 from schemas.records import DeadLetter, InspectionResult, LineCounts, LineStats, Record, SchemaError
-from streams import late_log
+from streams import spell_log
 from streams.inspection import FrameInspector, IncomingFrame, Outgoing
 from streams.kafka import topics
 from streams.kafka.config import MAX_MESSAGE_BYTES, bootstrap, faust_broker_credentials, worker_output_config
@@ -363,7 +363,7 @@ def create_app(
                 await stream.ack(event)
 
     stats_late_limit_s = stats_keep_closed_windows_s(settings.stats_grace_s) - STATS_LATE_COUNT_MARGIN_S
-    stats_late_log = late_log.LateLog("line counts too late for their stats window")
+    stats_late_log = spell_log.SpellLog("line counts too late for their stats window")
 
     def left_out_of_window(record: LineCounts, window_s: float, window_end_s: float, now: float) -> None:
         metrics.line_stats_late_frames.labels(record.line_id, f"{window_s:g}s").inc(record.frames)
@@ -418,7 +418,7 @@ def create_app(
         async def watch_model() -> None:
             await reloader.reload()
 
-    @app.timer(interval=late_log.SUMMARY_INTERVAL_S)
+    @app.timer(interval=spell_log.SUMMARY_INTERVAL_S)
     async def flush_late_logs() -> None:
         inspector.late_log.flush()
         stats_late_log.flush()

@@ -109,7 +109,7 @@ def test_mixed_frames_every_frame_accounted_for(kafka_settings, skeleton_model, 
         worker.wait_ready()
         valid_count = TOTAL_FRAMES - 6 * INVALID_EACH
         frames = list(synthetic_frames(valid_count, seed=7, classes=SKELETON_CLASSES))
-        camera = CameraGateway(settings)
+        camera = CameraGateway(settings, keep_part_labels=True)
         stats = camera.run(iter(frames), fps=None)
         assert (stats.sent, stats.delivered, stats.failed) == (valid_count, valid_count, 0)
         valid_parts = set(stats.part_labels)

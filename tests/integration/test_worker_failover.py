@@ -74,7 +74,7 @@ def test_sigkill_mid_stream_loses_no_frame(kafka_settings, skeleton_model, tmp_p
     settings = kafka_settings.replace(model_path=skeleton_model, web_port=free_port(), model_reload_interval_s=0)
     first = WorkerProcess(settings.replace(worker_id="worker-1"), tmp_path / "worker-1.log").start()
     first.wait_ready()
-    camera = CameraGateway(settings)
+    camera = CameraGateway(settings, keep_part_labels=True)
     frames = synthetic_frames(FRAMES, seed=11, classes=tuple(RECIPE["classes"]))
     sender = threading.Thread(target=camera.run, args=(frames,), kwargs={"fps": 80})  # ~5 s of frames
     sender.start()
@@ -122,7 +122,7 @@ def test_sigterm_drains_the_batch_in_flight_and_commits(kafka_settings, skeleton
     settings = kafka_settings.replace(model_path=skeleton_model, web_port=free_port(), model_reload_interval_s=0)
     first = WorkerProcess(settings.replace(worker_id="worker-1"), tmp_path / "worker-1.log").start()
     first.wait_ready()
-    camera = CameraGateway(settings)
+    camera = CameraGateway(settings, keep_part_labels=True)
     sender = threading.Thread(
         target=camera.run, args=(synthetic_frames(300, seed=5, classes=tuple(RECIPE["classes"])),), kwargs={"fps": 60}
     )
@@ -255,7 +255,7 @@ def test_a_hung_worker_exits_unacked_and_another_inspects_its_frames(
     try:
         hung.wait_ready()
         healthy.wait_ready()
-        camera = CameraGateway(settings)
+        camera = CameraGateway(settings, keep_part_labels=True)
         camera.run(synthetic_frames(120, seed=3, classes=tuple(RECIPE["classes"])), fps=40)
         assert (camera.stats.delivered, camera.stats.failed) == (120, 0)
         deadline = time.monotonic() + 30

@@ -55,7 +55,7 @@ def test_samples_the_topic_refuses_are_dropped_and_every_frame_still_gets_its_re
     frames = list(synthetic_frames(FRAMES, seed=11, classes=tuple(RECIPE["classes"])))
     with WorkerProcess(settings, tmp_path / "worker.log") as worker:
         worker.wait_ready()
-        camera = CameraGateway(settings)
+        camera = CameraGateway(settings, keep_part_labels=True)
         camera.run(iter(frames), fps=60)
         sent = set(camera.stats.part_labels)
         assert len(sent) == FRAMES

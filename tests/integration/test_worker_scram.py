@@ -22,7 +22,7 @@ def test_worker_inspects_frames_over_sasl_scram(scram_settings, skeleton_model, 
     worker = WorkerProcess(scram.replace(worker_id="worker-scram"), tmp_path / "worker.log").start()
     try:
         worker.wait_ready()
-        camera = CameraGateway(scram)
+        camera = CameraGateway(scram, keep_part_labels=True)
         camera.run(synthetic_frames(5, seed=3, classes=tuple(RECIPE["classes"])))
         assert camera.stats.delivered == 5
         reader = TopicReader(scram, scram.topic(topics.RESULTS))

@@ -79,7 +79,7 @@ def test_predict_metrics_and_hot_reload_without_dropping_frames(kafka_settings, 
         assert gc_counts and float(gc_counts[0].split()[-1]) > 0, gc_counts
 
         # Hot reload while frames stream: a new model version is put at the model path and swapped in.
-        camera = CameraGateway(settings)
+        camera = CameraGateway(settings, keep_part_labels=True)
         sender = threading.Thread(target=camera.run, args=(iter(frames),), kwargs={"fps": 60})
         sender.start()
         reader = TopicReader(settings, settings.topic(topics.RESULTS))

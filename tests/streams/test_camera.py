@@ -71,7 +71,7 @@ def test_frames_that_cannot_reach_kafka_are_reported_once_each_at_their_deadline
             before = time.time_ns()
             sent[gateway.send(b"jpeg", part_id=f"part-{i}")] = before
             time.sleep(0.01)
-        with caplog.at_level(logging.WARNING, logger="streams.late_log"):
+        with caplog.at_level(logging.WARNING, logger="streams.spell_log"):
             assert gateway.flush(timeout_s=0.8) == 4  # still queued: a frame past its deadline is not dropped
             assert gateway.flush(timeout_s=0.2) == 4
     finally:
@@ -147,17 +147,26 @@ def test_a_frame_the_producer_refuses_is_reported_at_once_and_a_failing_handler_
         _discard(gateway)
 
 
-def test_a_frame_librdkafka_gives_up_on_before_its_deadline_is_reported_as_failed():
+def test_frames_librdkafka_gives_up_on_before_their_deadline_are_reported_as_failed_and_logged_per_spell(caplog):
     unconfirmed = _Recorder()
     gateway = _gateway_without_broker(unconfirmed, line_travel_ms="60000")
+    given_up = [f"given-up-{i}" for i in range(200)]
     try:
-        gateway.send(b"jpeg", part_id="given-up")
-        gateway.producer.purge()  # librdkafka gives the frame up, as it does when its message.timeout.ms runs out
-        gateway.flush(timeout_s=1.0)
+        for part_id in given_up:
+            gateway.send(b"jpeg", part_id=part_id)
+        # librdkafka gives them all up at once, as it does when its message.timeout.ms runs out in an outage.
+        gateway.producer.purge()
+        with caplog.at_level(logging.ERROR):
+            gateway.flush(timeout_s=1.0)
     finally:
         _discard(gateway)
-    assert [(m.part_id, r.split(":")[0]) for m, r, _ in unconfirmed.calls] == [("given-up", DELIVERY_FAILED)]
-    assert gateway.stats.failed == 1 and gateway.stats.unconfirmed_by_deadline == 0
+    assert [(m.part_id, r.split(":")[0]) for m, r, _ in unconfirmed.calls] == [(p, DELIVERY_FAILED) for p in given_up]
+    assert gateway.stats.failed == 200 and gateway.stats.unconfirmed_by_deadline == 0
+    # The first by name, then one line for the rest: not 200 lines.
+    failures = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(failures) == 2, failures
+    assert failures[0].startswith("frame given-up-0 not delivered")
+    assert failures[1].startswith("199 more frames not delivered") and "given-up-199" in failures[1]
 
 
 def test_frames_the_broker_acknowledges_in_time_are_not_reported(kafka_settings):
@@ -170,3 +179,16 @@ def test_frames_the_broker_acknowledges_in_time_are_not_reported(kafka_settings)
     assert gateway.flush(timeout_s=30) == 0
     assert gateway.stats.delivered == frames and unconfirmed.calls == []
     assert gateway.stats.unconfirmed_by_deadline == 0
+
+
+def test_a_long_running_gateway_keeps_bounded_samples_and_part_ids_only_when_asked(kafka_settings, monkeypatch):
+    from streams import quantiles
+
+    monkeypatch.setattr(quantiles, "RECENT_SAMPLES", 5)
+    settings = kafka_settings.replace(line_travel_ms="30000")
+    plain, keeping = CameraGateway(settings), CameraGateway(settings, keep_part_labels=True)
+    for gateway in (plain, keeping):
+        gateway.run(iter([("ok", b"jpeg", "image/jpeg")] * 20))
+        assert gateway.stats.delivered == 20 and len(gateway.stats.delivery_ms) == 5
+    assert plain.stats.part_labels == {}
+    assert len(keeping.stats.part_labels) == 20 and set(keeping.stats.part_labels.values()) == {"ok"}

@@ -1,6 +1,6 @@
 import logging
 
-from streams.late_log import LateLog
+from streams.spell_log import SpellLog
 
 
 class _Clock:
@@ -13,8 +13,8 @@ class _Clock:
 
 def test_a_spell_of_late_commands_is_one_line_then_one_summary_per_interval(caplog):
     clock = _Clock()
-    late = LateLog("late commands", interval_s=5.0, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="streams.late_log"):
+    late = SpellLog("late commands", interval_s=5.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="streams.spell_log"):
         late.note("late reject command for part-1 on line-1", 210.0)  # the first of a spell: at once, by name
         for i in range(2, 300):
             clock.now += 0.01
@@ -38,8 +38,8 @@ def test_a_spell_of_late_commands_is_one_line_then_one_summary_per_interval(capl
 
 def test_a_flush_only_if_due_waits_for_the_interval_since_the_last_line(caplog):
     clock = _Clock()
-    late = LateLog("late frames", interval_s=5.0, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="streams.late_log"):
+    late = SpellLog("late frames", interval_s=5.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="streams.spell_log"):
         late.note("frame f-1 not in Kafka by its gate deadline", 3.0)
         clock.now += 1.0
         late.note("frame f-2 not in Kafka by its gate deadline", 9.0)
@@ -48,3 +48,18 @@ def test_a_flush_only_if_due_waits_for_the_interval_since_the_last_line(caplog):
         assert late.flush(only_if_due=True) == 1
         assert "1 more late frames in the last 6 s" in caplog.messages[1] and "f-2" in caplog.messages[1]
         assert late.flush(only_if_due=True) == 0 and late.flush() == 0
+
+
+def test_a_spell_of_failures_without_deadlines_names_the_first_and_then_the_last(caplog):
+    clock = _Clock()
+    failed = SpellLog("frames not delivered", interval_s=5.0, clock=clock, level=logging.ERROR)
+    with caplog.at_level(logging.ERROR, logger="streams.spell_log"):
+        for i in range(1, 51):
+            failed.note(f"frame f-{i} not delivered: Local: Message timed out")
+        assert failed.flush() == 49
+    assert [r.levelno for r in caplog.records] == [logging.ERROR, logging.ERROR]
+    assert caplog.messages[0] == "frame f-1 not delivered: Local: Message timed out"
+    assert caplog.messages[1] == (
+        "49 more frames not delivered in the last 0 s; the last of them: frame f-50 not delivered: Local: Message "
+        "timed out"
+    )
