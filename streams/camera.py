@@ -50,7 +50,7 @@ UnconfirmedFrameHandler = Callable[[FrameMeta, str], None]
 
 # The longest the gateway waits in librdkafka without looking for frames past their deadline.
 POLL_SLICE_S = 0.02
-# Delivery errors kept as text in CameraStats.errors (every one is counted in CameraStats.failed and logged).
+# Delivery errors kept as text in CameraStats.errors (every one is counted in CameraStats.failed; logged per spell).
 RECENT_ERRORS = 100
 
 
@@ -136,14 +136,14 @@ class CameraGateway:
         self.producer = Producer(producer_config(settings))
         self.stats = CameraStats()
         self.on_unconfirmed = on_unconfirmed
-        # For tests, the demo and benchmarks that check every part sent: it grows by a part id per frame.
+        # For the demo and tests that check every part sent: it grows by a part id per frame.
         self.keep_part_labels = keep_part_labels
         self._deadline_policy = DeadlinePolicy.from_spec(settings.line_travel_ms)
         self._pending = PendingFrames()
-        self._late_log = SpellLog("frames not in Kafka by their gate deadline")
+        self._late_log = SpellLog("frames not in Kafka by their gate deadline", logger=log)
         # After an outage librdkafka fails every queued frame at once (message.timeout.ms): one line each flooded
         # the log. Each one is still counted and handed to on_unconfirmed unless it was already reported.
-        self._failed_log = SpellLog("frames not delivered", level=logging.ERROR)
+        self._failed_log = SpellLog("frames not delivered", level=logging.ERROR, logger=log)
         # Part ids must be unique across restarts of the gateway, not only within one run.
         self._run = uuid.uuid4().hex[:8]
         self._seq = 0

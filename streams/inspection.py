@@ -124,7 +124,7 @@ class FrameInspector:
         self.reduced_decode = reduced_decode
         self.max_frame_bytes = max_frame_bytes
         self.dead_letter_payload_max_bytes = dead_letter_payload_max_bytes
-        self.late_log = SpellLog("late commands")
+        self.late_log = SpellLog("late commands", logger=log)
 
     @classmethod
     def from_settings(cls, engine: InferenceEngine, settings: Settings) -> FrameInspector:

@@ -24,7 +24,8 @@ class SpellLog:
 
     ``plural`` names what is late or failed in the summary line ("late commands"); each :meth:`note` says which one
     it is ("late reject command for part-7 on line-1") and, for late ones, how far past its deadline: the summary
-    names the latest of them, or the one furthest past its deadline. Lines are logged at ``level``."""
+    names the latest of them, or the one furthest past its deadline. Lines go to ``logger`` (the caller's, so its
+    log settings apply) at ``level``."""
 
     def __init__(
         self,
@@ -33,10 +34,12 @@ class SpellLog:
         clock: Callable[[], float] = time.monotonic,
         *,
         level: int = logging.WARNING,
+        logger: logging.Logger = log,
     ):
         self.plural = plural
         self.interval_s = interval_s
         self.level = level
+        self._log = logger
         self._clock = clock
         self._lock = threading.Lock()
         self._last_logged: float | None = None
@@ -48,7 +51,7 @@ class SpellLog:
             now = self._clock()
             if self._held == 0 and (self._last_logged is None or now - self._last_logged >= self.interval_s):
                 self._last_logged = now
-                log.log(self.level, "%s%s", what, _past_deadline(ms_late))
+                self._log.log(self.level, "%s%s", what, _past_deadline(ms_late))
                 return
             self._held += 1
             rank = float("-inf") if ms_late is None else ms_late
@@ -71,7 +74,7 @@ class SpellLog:
     def _log_held(self, now: float) -> None:
         rank, what = self._worst
         late = rank != float("-inf")
-        log.log(
+        self._log.log(
             self.level,
             "%d more %s in the last %.0f s; the %s of them: %s%s",
             self._held,

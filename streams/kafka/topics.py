@@ -158,18 +158,29 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]
 
 
 def topic_problems(settings: Settings, timeout_s: float = 10.0) -> list[str]:
-    """What in the cluster's topics keeps a worker with these settings from working: declared topics that do not
-    exist, and table changelogs whose partitions differ from the line-counts topic's (over either, Faust stops the
-    line-stats agent and the worker would go on inspecting without line stats). Raises KafkaException when the
-    cluster does not answer within ``timeout_s``."""
+    """What in the cluster's topics keeps a worker with these settings from working, each with its remedy: declared
+    topics that do not exist, and table changelogs whose partitions differ from the line-counts topic's (over either,
+    Faust stops the line-stats agent and the worker would go on inspecting without line stats). A topic the cluster
+    lists with an error (say, no leader yet) is not judged. Raises KafkaException when the cluster does not answer
+    within ``timeout_s``."""
     admin = AdminClient(admin_config(settings))
     existing = admin.list_topics(timeout=timeout_s).topics
-    problems = [f"topic {name} does not exist" for name, _spec in declared_topics(settings) if name not in existing]
+    problems = [
+        f"topic {name} does not exist (or this client may not describe it): `defectstream topics create` with the "
+        "worker's settings creates it"
+        for name, _spec in declared_topics(settings)
+        if name not in existing
+    ]
     source = existing.get(settings.topic(LINE_COUNTS))
+    if source is None or source.error is not None:
+        return problems
     for name, _spec in changelog_topics(settings):
-        if source is not None and name in existing and len(existing[name].partitions) != len(source.partitions):
-            problems.append(
-                f"topic {name} has {len(existing[name].partitions)} partitions, its table's source "
-                f"{settings.topic(LINE_COUNTS)} {len(source.partitions)}: Faust needs them equal"
-            )
+        changelog = existing.get(name)
+        if changelog is None or changelog.error is not None or len(changelog.partitions) == len(source.partitions):
+            continue
+        problems.append(
+            f"topic {name} has {len(changelog.partitions)} partitions, its table's source {source.topic} "
+            f"{len(source.partitions)}, and Faust needs them equal: delete the changelog (the table's windows, "
+            "rebuilt from new counts) and run `defectstream topics create`, which leaves existing topics alone"
+        )
     return problems

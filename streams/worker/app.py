@@ -73,16 +73,17 @@ PREDICT_MAX_IN_PROGRESS = 2
 # The start-up check of the cluster's topics (check_topics): how long to wait for its answer, and the exit code
 # when topics are missing (EX_CONFIG: a restart helps only once someone has created them).
 TOPIC_CHECK_TIMEOUT_S = 10.0
+TOPIC_CHECK_RETRY_S = 3.0
 EXIT_TOPICS_NOT_READY = 78
 # After the orderly stop, how long exiting may wait for threads that have not ended before the process exits anyway.
 EXIT_AFTER_STOP_S = 10.0
 
 
-# How long a closed window stays in its table, so that counts which reach the line-stats agent late are still added
-# to it and the window is published again, whole. Faust drops windows by the wall clock, not by stream time. It was
-# w + 4 grace (6 s for the 2-s windows of tests/integration/test_pipeline.py), and behind a burst of frames the agent
-# took counts up to 6.4 s after they were produced (2-core Cascade Lake, 2026-11-28). The cost is a few table entries
-# per line and window size.
+# How long a closed window stays in its table after it ends, so that counts which reach the line-stats agent late are
+# still added to it and the window is published again, whole. Faust drops a window by the wall clock once it is
+# ``expires`` past the window's end. It was 4 grace + w (6 s after the end of the 2-s windows of
+# tests/integration/test_pipeline.py), and behind a burst of frames the agent took counts up to 6.4 s after they were
+# produced (2-core Cascade Lake, 2026-11-28). The cost is a few table entries per line and window size.
 STATS_KEEP_CLOSED_WINDOWS_S = 120.0
 # Counts that come within this margin of the end of their window's stay, or later, are left out of it (logged,
 # counted in defectstream_line_stats_late_frames_total): written after Faust's cleanup, they would recreate the window
@@ -93,6 +94,7 @@ STATS_LATE_COUNT_MARGIN_S = 10.0
 
 
 def stats_keep_closed_windows_s(grace_s: float) -> float:
+    """How long after its end a window stays in its table: Faust's ``expires``."""
     return max(4 * grace_s, STATS_KEEP_CLOSED_WINDOWS_S)
 
 
@@ -205,7 +207,7 @@ def create_app(
             partitions=topics.topic_spec(topics.LINE_COUNTS).partitions,
             schema=faust.Schema(key_serializer="json", value_serializer="json"),
         )
-        .tumbling(w, expires=w + stats_keep_closed_windows_s(settings.stats_grace_s))
+        .tumbling(w, expires=stats_keep_closed_windows_s(settings.stats_grace_s))
         .relative_to_stream()
         for w in windows
     }
@@ -350,8 +352,8 @@ def create_app(
                 for w, table in tables.items():
                     # Windows as Faust's own per-event writes choose them: from the record's Kafka timestamp.
                     window = table.table.window.ranges(event.message.timestamp)[0]
-                    if now - window[1] > stats_late_limit_s:
-                        left_out_of_window(record, w, window[1], now)
+                    if now - (window[0] + w) > stats_late_limit_s:
+                        left_out_of_window(record, w, window[0] + w, now)
                         continue
                     key = (w, event.message.partition, record.line_id, window)
                     counts = groups[key][1] if key in groups else stats.empty()
@@ -363,7 +365,7 @@ def create_app(
                 await stream.ack(event)
 
     stats_late_limit_s = stats_keep_closed_windows_s(settings.stats_grace_s) - STATS_LATE_COUNT_MARGIN_S
-    stats_late_log = spell_log.SpellLog("line counts too late for their stats window")
+    stats_late_log = spell_log.SpellLog("line counts too late for their stats window", logger=log)
 
     def left_out_of_window(record: LineCounts, window_s: float, window_end_s: float, now: float) -> None:
         metrics.line_stats_late_frames.labels(record.line_id, f"{window_s:g}s").inc(record.frames)
@@ -597,19 +599,20 @@ def create_app(
 def check_topics(settings: Settings) -> None:
     """Exit (code ``EXIT_TOPICS_NOT_READY``) when the cluster lacks topics this worker needs. Workers never create
     topics, and without this a missing table changelog (say, after a new stats window was configured) stopped the
-    line-stats agent with an error in the log while the worker went on as ready, without line stats."""
-    try:
-        problems = topics.topic_problems(settings, timeout_s=TOPIC_CHECK_TIMEOUT_S)
-    except KafkaException as exc:  # as before this check: Faust waits for the cluster
-        log.warning("could not check the topics (%s); starting anyway", exc)
-        return
-    if problems:
-        log.critical(
-            "cannot start: %s. Create them with `defectstream topics create` and the worker's settings "
-            "(topic prefix, app id, stats windows).",
-            "; ".join(problems),
-        )
-        raise SystemExit(EXIT_TOPICS_NOT_READY)
+    line-stats agent with an error in the log while the worker went on as ready, without line stats. Checked twice
+    before giving up: a broker may not know a topic created a moment ago yet."""
+    for attempt in range(2):
+        try:
+            problems = topics.topic_problems(settings, timeout_s=TOPIC_CHECK_TIMEOUT_S)
+        except KafkaException as exc:  # as before this check: Faust waits for the cluster
+            log.warning("could not check the topics (%s); starting anyway", exc)
+            return
+        if not problems:
+            return
+        if attempt == 0:
+            time.sleep(TOPIC_CHECK_RETRY_S)
+    log.critical("cannot start: %s", "; ".join(problems))
+    raise SystemExit(EXIT_TOPICS_NOT_READY)
 
 
 def run_worker(settings: Settings) -> None:

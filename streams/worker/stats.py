@@ -28,6 +28,10 @@ def parse_windows(spec: str) -> list[float]:
         raise ValueError(f"stats windows {spec!r}: expected seconds, e.g. '10,60'") from None
     if not windows or windows[0] <= 0:
         raise ValueError(f"stats windows {spec!r}: need at least one positive window")
+    if any(w != int(w) for w in windows):
+        # Faust's windows step through int(size): a 0.5-s window would fail on its first count, a 2.5-s one would
+        # be counted in 2-s steps.
+        raise ValueError(f"stats windows {spec!r}: whole seconds only")
     return windows
 
 

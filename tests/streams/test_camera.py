@@ -71,7 +71,7 @@ def test_frames_that_cannot_reach_kafka_are_reported_once_each_at_their_deadline
             before = time.time_ns()
             sent[gateway.send(b"jpeg", part_id=f"part-{i}")] = before
             time.sleep(0.01)
-        with caplog.at_level(logging.WARNING, logger="streams.spell_log"):
+        with caplog.at_level(logging.WARNING, logger="streams.camera"):
             assert gateway.flush(timeout_s=0.8) == 4  # still queued: a frame past its deadline is not dropped
             assert gateway.flush(timeout_s=0.2) == 4
     finally:

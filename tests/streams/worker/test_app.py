@@ -69,7 +69,10 @@ def test_the_worker_runs_every_batch_size_it_can_take_on_its_inference_threads_b
 
 
 @pytest.mark.integration
-def test_a_worker_missing_a_stats_changelog_exits_naming_it(kafka_settings, caplog):
+def test_a_worker_missing_a_stats_changelog_exits_naming_it(kafka_settings, caplog, monkeypatch):
+    from streams.worker import app
+
+    monkeypatch.setattr(app, "TOPIC_CHECK_RETRY_S", 0.1)
     check_topics(kafka_settings)  # created by the fixture: nothing to say
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "CRITICAL")]
     more_windows = kafka_settings.replace(stats_windows_s=kafka_settings.stats_windows_s + ",300")

@@ -55,7 +55,7 @@ def test_window_record_has_rate_and_latency_percentiles():
     assert stats.to_record("line-1", 10.0, 0.0, stats.empty()).defect_rate is None
 
 
-@pytest.mark.parametrize("spec", ["", "0,10", "ten"])
+@pytest.mark.parametrize("spec", ["", "0,10", "ten", "0.5", "10,2.5"])
 def test_bad_window_specs_are_refused(spec):
     with pytest.raises(ValueError, match="stats windows"):
         stats.parse_windows(spec)
