@@ -392,13 +392,17 @@ def create_app(
         (error,) = await publish(topics.LINE_STATS, [(line_id, record)], LINE_STATS_PUBLISH_TIMEOUT_S)
         return error
 
-    window_publisher = ClosedWindowPublisher(settings.stats_grace_s, publish_window)
+    window_publisher = ClosedWindowPublisher(
+        settings.stats_grace_s, publish_window, keep_s=stats_keep_closed_windows_s(settings.stats_grace_s)
+    )
 
     @app.timer(interval=1.0)
     async def publish_line_stats() -> None:
-        """Publish each closed window once (again if late counts changed it: readers keep the latest per window)."""
+        """Publish each closed window once (again if late counts changed it: readers keep the latest per window);
+        remove the windows restored from a changelog once their stay is over."""
         entries = [(w, key, value) for w, table in tables.items() for key, value in list(table.table.data.items())]
-        await window_publisher.publish_closed(entries, time.time())
+        for w, key in await window_publisher.publish_closed(entries, time.time()):
+            faust_fixes.drop_restored_window(tables[w].table, key)
 
     @app.timer(interval=settings.heartbeat_interval_s)
     async def send_line_heartbeats() -> None:

@@ -5,7 +5,8 @@ patch :class:`faust.transport.consumer.Consumer` in place and otherwise keep Fau
 covers the fence's failure path (a flow nobody resumes). :func:`seek_uncommitted_to_reset_position` makes Faust's
 seek back also cover partitions with nothing committed yet, and :func:`skip_unpositioned_in_livelock_check` keeps
 Faust's livelock check from crashing on a partition being repositioned. :func:`as_current_event` works around
-faust-streaming#497 (no table writes from a batch of ``take``).
+faust-streaming#497 (no table writes from a batch of ``take``), and :func:`drop_restored_window` expires the windows
+a table restored from its changelog, which Faust never does.
 """
 
 from __future__ import annotations
@@ -249,6 +250,20 @@ def as_current_event(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def drop_restored_window(table: Any, key: Any) -> None:
+    """Remove a window from a windowed table's in-memory store, as Faust's own expiry does (no changelog record).
+
+    Faust schedules a window for expiry only when this process writes it (``Table._maybe_set_key_ttl``); windows the
+    memory store restores from the changelog (``apply_changelog_batch``) are never scheduled, so without this they
+    stay in memory until the process ends. The store also notes their partition (``_key_partition``), forgotten
+    here too."""
+    store = table.data
+    store.pop(key, None)
+    key_partition = getattr(store, "_key_partition", None)
+    if key_partition is not None:
+        key_partition.pop(key, None)
 
 
 def install() -> None:

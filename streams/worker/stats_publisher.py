@@ -8,6 +8,7 @@ Kept apart from the Faust app (streams.worker.app), which calls :meth:`ClosedWin
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -23,19 +24,37 @@ WindowEntry = tuple[float, tuple[str, tuple[float, float]], dict[str, Any]]
 class ClosedWindowPublisher:
     """``publish(line id, record)`` sends one LineStats and returns None once Kafka has it, or why it does not."""
 
-    def __init__(self, grace_s: float, publish: Callable[[str, LineStats], Awaitable[BaseException | object | None]]):
+    def __init__(
+        self,
+        grace_s: float,
+        publish: Callable[[str, LineStats], Awaitable[BaseException | object | None]],
+        *,
+        keep_s: float = math.inf,
+    ):
         self.grace_s = grace_s
+        self.keep_s = keep_s
         self._publish = publish
         # (window size, table key) -> the frame count last published for it. Readers keep the latest record per
         # window, so a window is published again only when its count changed.
         self._published: dict[tuple[float, tuple[str, tuple[float, float]]], int] = {}
 
-    async def publish_closed(self, entries: Iterable[WindowEntry], now: float) -> None:
+    async def publish_closed(
+        self, entries: Iterable[WindowEntry], now: float
+    ) -> list[tuple[float, tuple[str, tuple[float, float]]]]:
         """Publish every window that closed at least ``grace_s`` before ``now`` and was not published with its
-        current count; forget windows the tables no longer hold (expired)."""
+        current count; forget windows the tables no longer hold (expired).
+
+        Returns the windows past their stay (``keep_s`` after their end), unpublished, for the caller to remove from
+        its tables: Faust expires only the windows written in this process, and a table restores every window its
+        changelog still has (a day) when it gets a partition, which would publish them all again and keep them for
+        good. The owner before published them (or had ``keep_s`` to)."""
         live = set()
+        past_stay = []
         for window_s, key, counts in entries:
             line_id, (start, _end) = key
+            if start + window_s + self.keep_s <= now:
+                past_stay.append((window_s, key))
+                continue
             live.add((window_s, key))
             if start + window_s + self.grace_s > now or self._published.get((window_s, key)) == counts["frames"]:
                 continue
@@ -46,3 +65,4 @@ class ClosedWindowPublisher:
             self._published[(window_s, key)] = counts["frames"]
         for gone in set(self._published) - live:
             del self._published[gone]
+        return past_stay

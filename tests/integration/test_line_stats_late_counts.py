@@ -1,8 +1,9 @@
 """Line counts that reach a running worker's line-stats agent late, on the real broker.
 
-Counts a minute late are still added to their closed window, which is published again whole; counts later than the
+Counts 95 s late are still added to their closed window, which is published again whole; counts later than the
 window's stay in its table are left out of it (logged, counted in /metrics) instead of publishing a window that holds
-them alone, which readers, who keep a window's latest record, would take for the whole window.
+them alone, which readers, who keep a window's latest record, would take for the whole window. A successor worker
+publishes again only the restored windows still in their stay.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def _counts(frames: int) -> LineCounts:
     )
 
 
-def test_late_counts_join_their_window_and_too_late_ones_are_left_out(kafka_settings, skeleton_model, tmp_path):
+def test_late_counts_join_their_window_too_late_ones_are_left_out_and_restored_ones_expire(
+    kafka_settings, skeleton_model, tmp_path
+):
     settings = kafka_settings.replace(
         model_path=skeleton_model,
         web_port=free_port(),
@@ -56,9 +59,6 @@ def test_late_counts_join_their_window_and_too_late_ones_are_left_out(kafka_sett
     def window_start_ns(ts_s: float) -> int:
         return round((ts_s // WINDOW_S) * WINDOW_S * 1e9)
 
-    now = time.time()
-    a_minute_ago = now - 60  # well inside the 120 s a closed window stays in its table
-    long_ago = now - 300  # past it: Faust may already have dropped that window
     reader = TopicReader(settings, settings.topic(topics.LINE_STATS))
 
     def windows(records) -> dict:
@@ -69,21 +69,25 @@ def test_late_counts_join_their_window_and_too_late_ones_are_left_out(kafka_sett
 
     with WorkerProcess(settings, tmp_path / "worker.log") as worker:
         worker.wait_ready()
-        send(_counts(4), a_minute_ago)
-        seen = reader.read_until(lambda r: windows(r).get(window_start_ns(a_minute_ago)) == 4, timeout_s=60)
-        assert windows(seen).get(window_start_ns(a_minute_ago)) == 4, windows(seen)
+        now = time.time()
+        a_while_ago = now - 95  # inside the 110 s after its end that a closed window takes counts
+        long_ago = now - 300  # past it: Faust may already have dropped that window
+        send(_counts(4), a_while_ago)
+        seen = reader.read_until(lambda r: windows(r).get(window_start_ns(a_while_ago)) == 4, timeout_s=60)
+        assert windows(seen).get(window_start_ns(a_while_ago)) == 4, windows(seen)
 
-        send(_counts(2), a_minute_ago)  # later counts for the same, already published, window
+        send(_counts(2), a_while_ago)  # later counts for the same, already published, window
         send(_counts(5), long_ago)
-        send(_counts(3), time.time())
+        recently = time.time()
+        send(_counts(3), recently)
         seen += reader.read_until(
-            lambda r: windows(seen + r).get(window_start_ns(a_minute_ago)) == 6 and 3 in windows(seen + r).values(),
+            lambda r: windows(seen + r).get(window_start_ns(a_while_ago)) == 6 and 3 in windows(seen + r).values(),
             timeout_s=60,
             settle_s=3.0,  # a window for the long-ago counts would be published within 1 s of their write
         )
         reader.close()
         published = windows(seen)
-        assert published[window_start_ns(a_minute_ago)] == 6, published
+        assert published[window_start_ns(a_while_ago)] == 6, published
         assert window_start_ns(long_ago) not in published, published
         assert sorted(published.values()) == [3, 6], published
 
@@ -92,3 +96,17 @@ def test_late_counts_join_their_window_and_too_late_ones_are_left_out(kafka_sett
         assert worker.returncode is None
     log_text = (tmp_path / "worker.log").read_text()
     assert f"5 frames of line {LINE} left out of the 2s stats window" in log_text, log_text[-3000:]
+
+    # A worker that takes the tables over restores both windows from the changelog. Faust never expires restored
+    # windows: the one still inside its 120 s is published again (readers keep the latest, identical record), the
+    # one past it is not, and is dropped from memory.
+    past_stay_at = window_start_ns(a_while_ago) / 1e9 + WINDOW_S + 120 + 5
+    time.sleep(max(0.0, past_stay_at - time.time()))
+    reader = TopicReader(settings, settings.topic(topics.LINE_STATS), from_end=True)
+    with WorkerProcess(settings, tmp_path / "worker-2.log") as successor:
+        successor.wait_ready()
+        assert time.time() < window_start_ns(recently) / 1e9 + WINDOW_S + 110, "the recent window aged out: too slow"
+        again = reader.read_until(lambda r: 3 in windows(r).values(), timeout_s=60, settle_s=3.0)
+        reader.close()
+        assert windows(again) == {window_start_ns(recently): 3}, windows(again)
+        assert successor.returncode is None

@@ -64,3 +64,18 @@ def test_an_expired_window_is_forgotten_so_one_that_comes_back_is_published_agai
     _round(publisher, [], now=151.0)  # the table dropped it
     _round(publisher, [entry], now=152.0)  # e.g. restored from its changelog after a rebalance
     assert [r.frames for _, r in kafka.taken] == [3, 3]
+
+
+def test_windows_past_their_stay_are_returned_for_removal_not_published():
+    kafka = ScriptedKafka()
+    publisher = ClosedWindowPublisher(GRACE_S, kafka.publish, keep_s=120.0)
+    restored = [
+        (10.0, ("line-1", (100.0, 110.0)), _counts(4)),  # ends 110: its stay is over at 230
+        (60.0, ("line-1", (120.0, 180.0)), _counts(7)),  # ends 180: in its stay until 300
+    ]
+    past = asyncio.run(publisher.publish_closed(restored, now=230.0))
+    assert past == [(10.0, ("line-1", (100.0, 110.0)))]
+    assert [(r.window_s, r.frames) for _, r in kafka.taken] == [(60.0, 7)]
+    assert asyncio.run(publisher.publish_closed(restored[1:], now=299.0)) == []
+    assert asyncio.run(publisher.publish_closed(restored[1:], now=300.0)) == [(60.0, ("line-1", (120.0, 180.0)))]
+    assert len(kafka.taken) == 1
