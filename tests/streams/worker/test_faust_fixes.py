@@ -16,6 +16,7 @@ from streams.worker.faust_fixes import (
     BUFFERED_FETCH_WAIT_S,
     FlowWatchdog,
     as_current_event,
+    drop_restored_window,
     fence_seek_to_committed,
     log_offset_gaps,
     refetch_buffered_partitions_promptly,
@@ -170,3 +171,18 @@ def test_with_the_flow_stopped_the_fetcher_waits_for_the_resume_then_fetches_pro
         return fetches
 
     assert asyncio.run(scenario()) == [({COUNTS_0}, BUFFERED_FETCH_WAIT_S)]
+
+
+def test_a_window_restored_from_the_changelog_is_dropped_from_the_store_and_its_partition_note():
+    app = faust.App("drop-restored", broker="kafka://127.0.0.1:9", store="memory://")  # built, never started
+    table = app.Table("line-stats-10s", default=dict).tumbling(10, expires=120).relative_to_stream().table
+    old, kept = ("line-1", (100.0, 109.9)), ("line-1", (110.0, 119.9))
+    restored = [
+        SimpleNamespace(key=key, value={"frames": n}, message=SimpleNamespace(value=b"x", partition=2))
+        for key, n in ((old, 3), (kept, 4))
+    ]
+    table.data.apply_changelog_batch(restored, to_key=lambda k: k, to_value=lambda v: v)  # as Faust's recovery does
+    assert set(table.data.keys()) == {old, kept} and set(table.data._key_partition) == {old, kept}
+    drop_restored_window(table, old)
+    assert dict(table.data.items()) == {kept: {"frames": 4}}
+    assert dict(table.data._key_partition) == {kept: 2}
