@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -79,8 +80,13 @@ def test_predict_metrics_and_hot_reload_without_dropping_frames(kafka_settings, 
         assert gc_counts and float(gc_counts[0].split()[-1]) > 0, gc_counts
 
         # Hot reload while frames stream: a new model version is put at the model path and swapped in.
+        # Frames keep coming until well after the swap, however long loading and warming v2 up takes (it once
+        # outlasted a fixed 240-frame stream on a slower CPU, and every result was v1's).
         camera = CameraGateway(settings, keep_part_labels=True)
-        sender = threading.Thread(target=camera.run, args=(iter(frames),), kwargs={"fps": 60})
+        stop_sending = threading.Event()
+        sender = threading.Thread(
+            target=camera.run, args=(itertools.cycle(frames),), kwargs={"fps": 60, "stop": stop_sending}
+        )
         sender.start()
         reader = TopicReader(settings, settings.topic(topics.RESULTS))
         seen = reader.read_until(lambda r: len(r) >= 60, timeout_s=60)
@@ -90,6 +96,8 @@ def test_predict_metrics_and_hot_reload_without_dropping_frames(kafka_settings, 
         os.replace(tmp_path / "next.pt", model_path)  # atomic: the worker never sees half a file
         status, outcome = _post(worker.url + "/reload", b"", "application/json")
         assert status == 200 and outcome["reloaded"] and outcome["model_version"] == v2, outcome
+        time.sleep(1.0)  # ~60 more frames, for v2
+        stop_sending.set()
         sender.join(60)
         sent = set(camera.stats.part_labels)
         seen += reader.read_until(
