@@ -12,11 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 SUMMARY_INTERVAL_S = 5.0
+
+# Every spell log alive in this process, for flush_every_spell_log at its stop.
+_alive: weakref.WeakSet[SpellLog] = weakref.WeakSet()
 
 
 class SpellLog:
@@ -45,6 +49,7 @@ class SpellLog:
         self._last_logged: float | None = None
         self._held = 0
         self._worst: tuple[float, str] | None = None  # ms past the deadline (or -inf), which one
+        _alive.add(self)
 
     def note(self, what: str, ms_late: float | None = None) -> None:
         with self._lock:
@@ -85,6 +90,13 @@ class SpellLog:
             _past_deadline(rank if late else None, ", "),
         )
         self._last_logged, self._held, self._worst = now, 0, None
+
+
+def flush_every_spell_log() -> int:
+    """For a process's stop, once its work is done: log what every spell log still holds back. Otherwise the
+    last seconds of a spell (late commands as a worker is stopped in a backlog) would be in no log line, and the
+    metrics that count them end with the process. Returns how many were logged."""
+    return sum(spell.flush() for spell in list(_alive))
 
 
 def _past_deadline(ms_late: float | None, separator: str = ": ") -> str:

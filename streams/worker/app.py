@@ -641,5 +641,6 @@ def run_worker(settings: Settings) -> None:
         # Every batch was acked only after its records were delivered; this only waits for line-stats publishes.
         if remaining := producer.close():
             log.warning("%d output records still undelivered at shutdown", remaining)
+        spell_log.flush_every_spell_log()  # the late ones noted since the last 5-s summary
         # A hot reload whose warm-up hung left threads that cannot be stopped (streams.worker.reload).
         exit_anyway_after(EXIT_AFTER_STOP_S, status)

@@ -1,6 +1,6 @@
 import logging
 
-from streams.spell_log import SpellLog
+from streams.spell_log import SpellLog, flush_every_spell_log
 
 
 class _Clock:
@@ -63,3 +63,21 @@ def test_a_spell_of_failures_without_deadlines_names_the_first_and_then_the_last
         "49 more frames not delivered in the last 0 s; the last of them: frame f-50 not delivered: Local: Message "
         "timed out"
     )
+
+
+def test_a_stopping_process_logs_what_every_spell_log_still_holds(caplog):
+    clock = _Clock()
+    commands = SpellLog("late commands", interval_s=5.0, clock=clock)
+    counts = SpellLog("line counts too late for their stats window", interval_s=5.0, clock=clock)
+    quiet = SpellLog("frames not delivered", interval_s=5.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="streams.spell_log"):
+        for i in range(3):
+            commands.note(f"late reject command for part-{i} on line-1", 150.0)
+        counts.note("2 frames of line line-1 left out of the 10s stats window")
+        counts.note("4 frames of line line-2 left out of the 10s stats window")
+        assert len(caplog.records) == 2  # the first of each spell; 2 + 1 held back
+        assert flush_every_spell_log() >= 3  # >=: spell logs of other tests may still be alive
+    held = caplog.messages[2:]
+    assert any("2 more late commands" in m and "part-2" in m for m in held), held
+    assert any("1 more line counts too late" in m and "line-2" in m for m in held), held
+    assert quiet.flush() == 0 and commands.flush() == 0 and counts.flush() == 0
