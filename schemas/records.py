@@ -44,6 +44,8 @@ class Record:
             data = json.loads(raw)
         except (ValueError, TypeError) as exc:
             raise SchemaError(f"{cls.kind}: not JSON ({exc})") from None
+        except RecursionError:  # ~1000 levels of nesting in a few KB: a reader must skip it, not crash on it
+            raise SchemaError(f"{cls.kind}: JSON nested too deeply") from None
         return cls.from_dict(data)
 
     @classmethod
@@ -166,7 +168,11 @@ class RetrainingSample(Record):
     selected_because: list[str]
 
     def image(self) -> bytes:
-        return base64.b64decode(self.image_b64)
+        """The frame's bytes; :class:`SchemaError` when ``image_b64`` is not base64 (the schema cannot check it)."""
+        try:
+            return base64.b64decode(self.image_b64, validate=True)
+        except ValueError as exc:  # binascii.Error
+            raise SchemaError(f"{self.kind}: image_b64 is not base64 ({exc})") from None
 
 
 @dataclass(frozen=True, kw_only=True)

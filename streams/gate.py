@@ -9,6 +9,8 @@ crashes mid-actuation gets the unacknowledged commands again instead of losing t
 A command that arrives after its deadline (or that the worker already flagged ``late``) is a **miss**: its part
 may be past the gate, and actuating now could hit the part behind it. Misses are never dropped silently: they go
 to ``on_missed`` (default: an error log), are counted, and the bridge decides (stop the line, divert downstream).
+A callback of the bridge that raises is logged with its traceback and counted; the gate goes on with the commands
+polled with it.
 Commands older than ``gate_stale_after_s`` are replays of a backlog (e.g. a gate restarting after downtime):
 counted and logged, not actuated, not handed to ``on_missed``.
 
@@ -50,6 +52,7 @@ class GateStats:
     other_lines: int = 0
     unreadable: int = 0
     silent_spells: int = 0  # times the line's inspection fell more than gate_silence_limit_s behind
+    callback_errors: int = 0  # times on_missed or on_silent raised
     by_action: dict[str, int] = field(default_factory=dict)
     latencies_ms: deque[float] = field(default_factory=recent_samples)  # capture -> arrival, the latest commands
     margins_ms: deque[float] = field(default_factory=recent_samples)  # deadline - arrival (negative = missed)
@@ -90,6 +93,12 @@ class GateMetrics:
             ["line"],
             registry=self.registry,
         )
+        self.callback_errors = Counter(
+            "defectstream_gate_callback_errors_total",
+            "Times a callback of the bridge (on_missed, on_silent) raised; the gate logged it and went on",
+            ["line", "callback"],
+            registry=self.registry,
+        )
 
 
 class RejectGate:
@@ -121,8 +130,12 @@ class RejectGate:
         self._silent = False
         # Exported from the start: a counter that first appears at 1 hides that first spell from increase().
         self.metrics.silent_spells.labels(self.line_id)
+        for callback in ("on_missed", "on_silent"):
+            self.metrics.callback_errors.labels(self.line_id, callback)
         self.metrics.inspection_lag.labels(self.line_id).set(0.0)
-        self._messages: dict[int, Message] = {}
+        # Handed-out commands by value (frozen records), not identity: a bridge may acknowledge a copy, e.g. one that
+        # crossed a process boundary. Equal commands (a re-delivery) queue up.
+        self._messages: dict[RejectCommand, deque[Message]] = {}
         # Per partition, the offsets handed out and whether each is settled, in the order consumed.
         self._open: dict[tuple[str, int], dict[int, bool]] = {}
         # Offsets are stored by _settle(), not when a message is handed out.
@@ -192,11 +205,11 @@ class RejectGate:
             if cmd.late or margin_ms < 0:
                 self.stats.missed += 1
                 self.metrics.commands.labels(self.line_id, cmd.action, "missed").inc()
-                self.on_missed(cmd, margin_ms)
+                self._call_bridge("on_missed", self.on_missed, cmd, margin_ms)
                 self._settle(msg)
                 continue
             self.stats.handed_out += 1
-            self._messages[id(cmd)] = msg
+            self._messages.setdefault(cmd, deque()).append(msg)
             out.append(cmd)
         self._check_silence(time.time_ns())
         return out
@@ -220,10 +233,20 @@ class RejectGate:
             self._silent = True
             self.stats.silent_spells += 1
             self.metrics.silent_spells.labels(self.line_id).inc()
-            self.on_silent(self.line_id, lag_ns / 1e9)
+            self._call_bridge("on_silent", self.on_silent, self.line_id, lag_ns / 1e9)
         elif lag_ns <= self.silence_limit_ns and self._silent:
             self._silent = False
             log.warning("inspection of line %s is back within %.1f s of the clock", self.line_id, lag_ns / 1e9)
+
+    def _call_bridge(self, name: str, callback: Callable[..., None], *args: object) -> None:
+        """The bridge's callbacks run inside poll(). One that raises (a PLC write that times out) must not cost the
+        on-time commands polled with it, nor leave its command unsettled, which would stop this gate's commits."""
+        try:
+            callback(*args)
+        except Exception:
+            self.stats.callback_errors += 1
+            self.metrics.callback_errors.labels(self.line_id, name).inc()
+            log.exception("line %s: the bridge's %s raised; the gate goes on", self.line_id, name)
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Heartbeat partitions are read from their end: a backlog of old heartbeats (a gate back after downtime)
@@ -237,10 +260,14 @@ class RejectGate:
     def acknowledge(self, commands: list[RejectCommand]) -> None:
         """Mark commands as actuated; they are counted as actuations only now (a bridge that crashes before this
         has actuated nothing), and their offsets are committed with the next auto-commit once every earlier command
-        of their partition is settled too."""
+        of their partition is settled too. Commands are matched by value: an equal copy acknowledges its original.
+        A command never acknowledged holds back its partition's commits until this gate stops or loses it."""
         for cmd in commands:
-            msg = self._messages.pop(id(cmd), None)
-            if msg is not None:
+            waiting = self._messages.get(cmd)
+            if waiting:
+                msg = waiting.popleft()
+                if not waiting:
+                    del self._messages[cmd]
                 self.stats.actuated += 1
                 self.metrics.commands.labels(self.line_id, cmd.action, "actuated").inc()
                 self._settle(msg)

@@ -57,10 +57,12 @@ def _beat(settings, line: str = "line-1", behind_s: float = 0.0) -> None:
     assert producer.flush(10) == 0
 
 
-def _poll_for(gate, seconds: float) -> None:
+def _poll_for(gate, seconds: float) -> list[RejectCommand]:
+    got = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        gate.poll(0.05)
+        got += gate.poll(0.05)
+    return got
 
 
 def _sample(gate: RejectGate, name: str) -> float:
@@ -77,19 +79,20 @@ def _poll_until(gate, n, timeout=20.0):
 
 def test_gate_acts_on_fresh_commands_of_its_line_only(kafka_settings):
     _send(kafka_settings, _cmd("a"), _cmd("b", line="line-2"), _cmd("old", age_s=3600), _cmd("c"), raw=b"\x00junk")
+    _send(kafka_settings, raw=b"[" * 3000)  # nested too deeply for json: unreadable, not a crash
     gate = RejectGate(kafka_settings)
     stop = threading.Event()
     acted = []
     thread = threading.Thread(target=gate.run, args=(stop, acted.append))
     thread.start()
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (len(acted) < 2 or gate.stats.unreadable < 1 or gate.stats.stale < 1):
+    while time.monotonic() < deadline and (len(acted) < 2 or gate.stats.unreadable < 2 or gate.stats.stale < 1):
         time.sleep(0.1)
     time.sleep(0.5)
     stop.set()
     thread.join(10)
     assert [c.part_id for c in acted] == ["a", "c"]
-    assert (gate.stats.stale, gate.stats.other_lines, gate.stats.unreadable) == (1, 1, 1)
+    assert (gate.stats.stale, gate.stats.other_lines, gate.stats.unreadable) == (1, 1, 2)
     assert _outcomes(gate)[(("action", "reject"), ("line", "line-1"), ("outcome", "actuated"))] == 2
 
 
@@ -170,6 +173,37 @@ def test_a_settled_command_behind_an_unacknowledged_one_does_not_commit_it_away(
     # p1 again, and the miss behind it again (reported twice: at least once, never lost).
     assert [c.part_id for c in again] == ["p1"]
     assert missed == ["behind", "behind"]
+
+
+def test_a_bridge_callback_that_raises_costs_no_command_and_no_commit(kafka_settings):
+    # A miss between two on-time commands, and an on_missed that raises (a PLC write that timed out). Before, the
+    # exception left poll() with the on-time commands of the same poll never returned and the miss never settled,
+    # so nothing of the partition was committed again.
+    _send(kafka_settings, _cmd("before"), _cmd("missed", late=True), _cmd("after"))
+    group = f"{kafka_settings.app_id}-gate-raising-bridge"
+
+    def on_missed(cmd, margin_ms):
+        raise TimeoutError("PLC write timed out")
+
+    first = RejectGate(kafka_settings, group_id=group, on_missed=on_missed)
+    got = _poll_until(first, 2)
+    assert [c.part_id for c in got] == ["before", "after"]
+    assert (first.stats.missed, first.stats.callback_errors) == (1, 1)
+    assert (
+        first.metrics.registry.get_sample_value(
+            "defectstream_gate_callback_errors_total", {"line": "line-1", "callback": "on_missed"}
+        )
+        == 1
+    )
+    # Acknowledged as copies (as after crossing a process boundary): equal commands settle theirs.
+    first.acknowledge([RejectCommand.from_json(c.to_json()) for c in got])
+    assert first.stats.actuated == 2
+    _commit_stored(first)
+    first.consumer.close()
+    second = RejectGate(kafka_settings, group_id=group, on_missed=on_missed)
+    again = _poll_for(second, 3.0)
+    second.consumer.close()
+    assert (again, second.stats.missed) == ([], 0)  # all three were committed: nothing comes back
 
 
 def test_gate_raises_the_silence_alarm_once_per_spell_and_heartbeats_end_it(kafka_settings):
