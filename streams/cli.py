@@ -309,10 +309,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "dataset-sink":
-        from streams.dataset_sink import DatasetSink
+        from streams.dataset_sink import DatasetSink, ManifestError
 
         settings = _with_cluster(_settings(args, *kafka))
-        sink = DatasetSink(settings, args.out)
+        try:
+            sink = DatasetSink(settings, args.out)
+        except ManifestError as exc:
+            print(f"defectstream dataset-sink: error: {exc}", file=sys.stderr)
+            return 1
         stop = stop_event_on_sigterm()  # the samples of the last poll are written and committed first
         if args.duration:
             timer = threading.Timer(args.duration, stop.set)
