@@ -45,5 +45,20 @@ def errors(name: str, document: Any) -> list[str]:
     return out
 
 
+@cache
+def _property_validator(name: str, prop: str) -> jsonschema_rs.Draft202012Validator:
+    schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+    return jsonschema_rs.Draft202012Validator(schema["properties"][prop])
+
+
+def property_is_valid(name: str, prop: str, value: Any) -> bool:
+    """Whether ``value`` is what schema ``name`` allows for property ``prop`` (alone, as in a document missing
+    other required properties)."""
+    try:
+        return _property_validator(name, prop).is_valid(value)
+    except (ValueError, UnicodeError, OverflowError, RecursionError):
+        return False
+
+
 def schema_names() -> list[str]:
     return sorted(p.name.removesuffix(".schema.json") for p in SCHEMA_DIR.glob("*.schema.json"))

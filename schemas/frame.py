@@ -93,6 +93,11 @@ def headers_to_dict(headers: Iterable[tuple[str, bytes | None]] | dict | None) -
     return out
 
 
+def header_is_valid(name: str, value: str) -> bool:
+    """Whether one header's value is what the contract allows (for a frame whose other headers may not be)."""
+    return contracts.property_is_valid("frame_headers", name, value)
+
+
 def parse_frame_headers(headers: dict[str, str]) -> FrameMeta:
     """Validate against ``frame_headers.schema.json``; ``InvalidFrame('missing_headers' | 'bad_header')``."""
     missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.engines.base import InferenceEngine
-from models.preprocess import UndecodableImage, decode_image, decode_raw, preprocess_batch
+from models.preprocess import UndecodableImage, decode_image, decode_raw, is_jpeg, is_png, preprocess_batch
 from schemas import frame as frame_schema
 from schemas.records import DeadLetter, InspectionResult, Record, RejectCommand, RetrainingSample
 from streams.kafka import topics
@@ -113,6 +113,7 @@ class FrameInspector:
         worker_id: str,
         reduced_decode: bool = True,
         max_frame_bytes: int = 8 * 1024 * 1024,
+        max_frame_pixels: int = 40_000_000,
         dead_letter_payload_max_bytes: int = 1024 * 1024,
     ):
         decisions.check(engine.class_names)
@@ -123,6 +124,7 @@ class FrameInspector:
         self.worker_id = worker_id
         self.reduced_decode = reduced_decode
         self.max_frame_bytes = max_frame_bytes
+        self.max_frame_pixels = max_frame_pixels
         self.dead_letter_payload_max_bytes = dead_letter_payload_max_bytes
         self.late_log = SpellLog("late commands", logger=log)
 
@@ -140,6 +142,7 @@ class FrameInspector:
             worker_id=settings.worker_id,
             reduced_decode=settings.reduced_decode,
             max_frame_bytes=settings.max_frame_bytes,
+            max_frame_pixels=settings.max_frame_pixels,
             dead_letter_payload_max_bytes=settings.dead_letter_payload_max_bytes,
         )
 
@@ -235,7 +238,10 @@ class FrameInspector:
         if meta.content_type == frame_schema.RAW:
             assert meta.raw_shape is not None  # the header schema requires it for raw frames
             return decode_raw(value, meta.raw_shape)
-        return decode_image(value, min_side=min_side)
+        if not (is_jpeg(value) or is_png(value)):
+            # The contract's formats. OpenCV would decode others too (TIFF, BMP, ...), unchecked for size.
+            raise UndecodableImage(f"neither JPEG nor PNG (it starts with {value[:8].hex()})")
+        return decode_image(value, min_side=min_side, max_pixels=self.max_frame_pixels)
 
     def _verdict(
         self,
@@ -386,8 +392,14 @@ class FrameInspector:
         if line_id == UNKNOWN_LINE:
             # No gate listens for "unknown": the dead letter is the only trace. Gateways must send line_id.
             log.error("fail-safe reject for %s has no line_id header: no gate will act on it", part_id)
-        capture_ts_ns = _int_or(frame.headers.get(frame_schema.CAPTURE_TS_NS), frame.received_ts_ns)
-        header_deadline = _int_or(frame.headers.get(frame_schema.GATE_DEADLINE_TS_NS), None)
+        elif not frame_schema.header_is_valid(frame_schema.LINE_ID, line_id):
+            log.error(
+                "fail-safe reject for %s has line_id %r, not a valid line id: no gate may act on it", part_id, line_id
+            )
+        # Only header values the contract allows: Python's int() takes 4300 digits, "+1_0" and spaces, and a
+        # timestamp beyond JSON's reach would make this fail-safe itself fail, batch after batch.
+        capture_ts_ns = _timestamp_or(frame.headers, frame_schema.CAPTURE_TS_NS, frame.received_ts_ns)
+        header_deadline = _timestamp_or(frame.headers, frame_schema.GATE_DEADLINE_TS_NS, None)
         return [
             # Keyed by line like the results (the worker's line counts take the line from this key).
             Outgoing(topics.DEAD_LETTERS, line_id.encode(), letter),
@@ -405,9 +417,6 @@ class FrameInspector:
         ]
 
 
-def _int_or(text: str | None, default: int | None) -> int | None:
-    try:
-        value = int(text or "")
-    except ValueError:
-        return default
-    return value if value >= 0 else default
+def _timestamp_or(headers: dict[str, str], name: str, default: int | None) -> int | None:
+    text = headers.get(name)
+    return int(text) if text is not None and frame_schema.header_is_valid(name, text) else default

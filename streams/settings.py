@@ -85,6 +85,9 @@ class Settings:
     retrain_reviews: bool = True
     # Frames above this are dead-lettered unread (the broker's own limit is 10 MB, see streams/kafka/config.py).
     max_frame_bytes: int = 8 * 1024 * 1024
+    # JPEG and PNG frames whose header declares more pixels are dead-lettered undecoded: a PNG of a few KB can declare
+    # 30000x30000 and cost the worker gigabytes. 40 MP is a 7680x5120 camera (120 MB once decoded).
+    max_frame_pixels: int = 40_000_000
     # Dead letters carry the original payload up to this size, only its SHA-256 above it.
     dead_letter_payload_max_bytes: int = 1024 * 1024
     # Tumbling windows of the line-stats tables, in seconds; a window is published this long after it ends.

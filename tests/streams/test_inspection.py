@@ -3,6 +3,7 @@
 import json
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -109,9 +110,26 @@ def test_review_sampling_follows_the_setting(reviews):
     assert len(by.get(topics.RETRAINING_SAMPLES, [])) == (1 if reviews else 0)
 
 
+def _corrupt_scan(jpeg: bytes) -> bytes:
+    """An end-of-image marker in the middle of the image data: OpenCV decodes it as whole, greying the rest."""
+    start = jpeg.index(b"\xff\xda")  # start of scan
+    middle = (start + len(jpeg)) // 2
+    return jpeg[:middle] + b"\xff\xd9" + jpeg[middle + 2 :]
+
+
+def _textured_jpeg(size: int = 32) -> bytes:
+    noise = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
+        (incoming_frame("corrupt", _corrupt_scan(_textured_jpeg())), "undecodable_image"),
+        (incoming_frame("bmp", cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1].tobytes()), "undecodable_image"),
+        # int() would take it; +500 ms travel time then makes a number json refuses: the fail-safe itself failed.
+        (incoming_frame("hugets", flat_jpeg(100), capture_ts_ns="9" * 4300), "bad_header"),
+        (incoming_frame("hugedl", flat_jpeg(100), gate_deadline_ts_ns="9" * 4300), "bad_header"),
         (incoming_frame("empty", b""), "empty_payload"),
         (incoming_frame("none", None), "empty_payload"),
         (incoming_frame("big", b"\xff\xd8" + bytes(5000)), "oversized_payload"),
@@ -137,6 +155,27 @@ def test_invalid_frame_gives_dead_letter_and_fail_safe_reject(frame, reason):
     assert reject.part_id == frame.headers["part_id"]
     # The valid frame in the same batch is still inspected.
     assert [json.loads(o.value)["part_id"] for o in by[topics.RESULTS]] == ["fine"]
+
+
+def test_a_fail_safe_takes_only_contract_timestamps_and_says_when_no_gate_may_act(caplog):
+    received = time.time_ns()
+    frame = incoming_frame("p-1", flat_jpeg(100), capture_ts_ns="9" * 4300, line_id="L1 ")
+    frame = type(frame)(frame.value, frame.headers, frame.topic, 0, 0, received_ts_ns=received)
+    by = _by_role(make_inspector(deadlines=DeadlinePolicy.from_spec("500")).inspect([frame]))
+    reject = RejectCommand.from_json(by[topics.REJECT_COMMANDS][0].value)
+    assert (reject.capture_ts_ns, reject.deadline_ts_ns) == (received, received + 500_000_000)
+    assert reject.line_id == "L1 "  # as sent: the gate of L1 does not take it, and the log says so
+    assert "'L1 ', not a valid line id: no gate may act on it" in caplog.text
+
+
+def test_a_frame_declaring_more_pixels_than_allowed_is_not_decoded():
+    png = cv2.imencode(".png", np.zeros((1200, 1000), np.uint8))[1].tobytes()
+    by = _by_role(make_inspector(max_frame_pixels=1_000_000).inspect([incoming_frame("big", png)]))
+    letter = DeadLetter.from_json(by[topics.DEAD_LETTERS][0].value)
+    assert letter.reason == "undecodable_image" and "1000x1200 pixels is above the limit of 1000000" in letter.detail
+    assert RejectCommand.from_json(by[topics.REJECT_COMMANDS][0].value).reason == UNREADABLE_FRAME
+    by = _by_role(make_inspector(max_frame_pixels=1_200_000).inspect([incoming_frame("big", png)]))
+    assert topics.DEAD_LETTERS not in by and len(by[topics.RESULTS]) == 1
 
 
 def test_dead_letter_keeps_only_the_hash_of_a_large_payload():
@@ -188,15 +227,16 @@ def test_an_unexpected_decode_error_costs_only_that_frame(monkeypatch):
     import streams.inspection as inspection
 
     real = inspection.decode_image
+    boom = flat_jpeg(10)
 
-    def flaky(data, min_side=None):
-        if data == b"boom":
+    def flaky(data, min_side=None, **kwargs):
+        if data == boom:
             raise MemoryError("image too large")
-        return real(data, min_side=min_side)
+        return real(data, min_side=min_side, **kwargs)
 
     monkeypatch.setattr(inspection, "decode_image", flaky)
     out = _by_role(
-        make_inspector().inspect([incoming_frame("bad", b"boom"), incoming_frame("good", flat_jpeg(220), offset=1)])
+        make_inspector().inspect([incoming_frame("bad", boom), incoming_frame("good", flat_jpeg(220), offset=1)])
     )
     assert DeadLetter.from_json(out[topics.DEAD_LETTERS][0].value).reason == "decode_error"
     assert [InspectionResult.from_json(o.value).part_id for o in out[topics.RESULTS]] == ["good"]
