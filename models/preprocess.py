@@ -16,7 +16,8 @@ class UndecodableImage(ValueError):
     """Bytes that cannot be decoded into a whole image (empty, truncated, corrupt, not an image, too large)."""
 
 
-_REDUCED_FACTORS = (8, 4, 2)
+# libjpeg's DCT scaling factors, largest first, and OpenCV's flags for them (its decode of CMYK/YCCK JPEGs).
+_REDUCED_FLAGS = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4, 2: cv2.IMREAD_REDUCED_COLOR_2}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -38,9 +39,10 @@ def png_size(data: bytes) -> tuple[int, int] | None:
 def decode_image(data: bytes, min_side: int | None = None, *, max_pixels: int | None = None) -> np.ndarray:
     """Encoded image bytes (JPEG/PNG/...) -> RGB uint8 array (H, W, 3).
 
-    JPEGs are decoded by libjpeg-turbo through simplejpeg in strict mode: libjpeg's "corrupt data" warnings (a
-    marker or a bit error inside the image data) are errors. OpenCV decodes such a JPEG without complaint and fills
-    what it lost with flat grey, which a classifier can take for a good part. Pixels are the same as OpenCV's.
+    JPEGs are decoded by libjpeg-turbo through simplejpeg in strict mode: libjpeg's "corrupt data" warnings (a stray
+    marker or lost bytes inside the image data; most single bit errors pass unnoticed, JPEG has no checksum) are
+    errors. OpenCV decodes such a JPEG without complaint and fills what it lost with flat grey, which a classifier
+    can take for a good part. Pixels are the same as OpenCV's.
 
     With ``min_side`` (the model's input size), a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8
     resolution by libjpeg's DCT scaling, the largest factor that keeps the short side >= ``min_side``. The result
@@ -70,13 +72,13 @@ def _decode_jpeg(data: bytes, min_side: int | None, max_pixels: int | None) -> n
         raise UndecodableImage(f"JPEG of {width}x{height} pixels is above the limit of {max_pixels}")
     factor = 1
     if min_side:
-        factor = next((f for f in _REDUCED_FACTORS if min(width, height) // f >= min_side), 1)
+        factor = next((f for f in _REDUCED_FLAGS if min(width, height) // f >= min_side), 1)
     scaled = {"min_factor": factor, "min_height": -(-height // factor), "min_width": -(-width // factor)}
     try:
         if colorspace in ("CMYK", "YCCK"):
             # libjpeg-turbo cannot turn these into RGB: check the data strictly, take the pixels from OpenCV.
             simplejpeg.decode_jpeg(data, colorspace="CMYK", strict=True, **scaled)
-            flag = dict(zip(_REDUCED_FACTORS, _REDUCED_FLAGS, strict=True)).get(factor, cv2.IMREAD_COLOR)
+            flag = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
             bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
             if bgr is None or bgr.size == 0:
                 raise ValueError("OpenCV could not decode it")
@@ -84,9 +86,6 @@ def _decode_jpeg(data: bytes, min_side: int | None, max_pixels: int | None) -> n
         return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, **scaled)
     except ValueError as exc:
         raise UndecodableImage(f"corrupt or truncated JPEG ({len(data)} bytes): {exc}") from None
-
-
-_REDUCED_FLAGS = (cv2.IMREAD_REDUCED_COLOR_8, cv2.IMREAD_REDUCED_COLOR_4, cv2.IMREAD_REDUCED_COLOR_2)
 
 
 def decode_raw(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:

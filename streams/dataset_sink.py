@@ -1,6 +1,7 @@
 """Dataset sink: retraining samples -> an ImageFolder tree + a JSONL manifest, ready for labelling and training.
 
-    <out>/<predicted label>/<part id>.<jpg|png>      the frame exactly as the camera sent it (raw frames as PNG)
+    <out>/<predicted label>/<part id>.<jpg|png>      the frame exactly as the camera sent it (raw frames as PNG);
+                                                    a part id that is not a safe file name: its safe name + a hash
     <out>/manifest.jsonl                            one line per image: path, prediction, why it was selected
 
 Folders start as the model's opinion: a labeller moves files between class folders (or edits ``label`` in the
