@@ -13,10 +13,14 @@ For each fixed frame rate: capture-to-gate latency p50/p95/p99 over every frame 
 verdicts per second once the pipeline is saturated, ``--bursts`` times (the median counts: one burst lasts a few
 seconds, and a shared machine's neighbours move a single one by 10% and more). Beside it, in the same run and with
 the same threads, the bare throughput of the worker's engine at its batch size and streams (decode + preprocess +
-predict, no Kafka), twice: one loop per engine stream that decodes then predicts, and the worker's own stages without
-Kafka (a decode thread feeding one inference thread per stream). The second is the like-for-like reference for a
-worker that overlaps the two. Each is measured before the broker and the worker start and again after they have
-stopped, and the reference is the mean of the two: the machine's speed drifts over the minutes between.
+predict, no Kafka), two ways: one loop per engine stream that decodes then predicts, and the worker's own stages
+without Kafka (a decode thread feeding one inference thread per stream). The second is the like-for-like reference
+for a worker that overlaps the two. The bare engine is measured before each burst and after the last one, with the
+broker and the worker up and idle, and each burst is compared with the mean of the two measurements beside it: a
+shared machine's speed changes within minutes, so a reference taken minutes away (before the broker started, after
+it stopped) compares a burst with another machine. The CPU the idle broker and worker used during a bare
+measurement is given back to it in proportion (``given_back``), so that they cannot flatter the ratio. The ratio
+that counts is the median of the bursts' ratios.
 
 Every frame reaches the gate: the worker runs with ``decision_thresholds=1.0``, so every verdict is a ``review``
 and sends a command (the decision policy costs nothing measurable; the point is to time every frame to the gate).
@@ -244,20 +248,52 @@ def bare_throughput(
     }
 
 
-# What each bare-engine measurement measured (the rest, engine and batch, is the same in both).
 SLOWEST_FRAMES = 5  # per round, in the JSON
+# What each bare-engine measurement measured (the rest, engine and batch, is the same in every one).
 MEASURED = ("frames_per_s", "cpu_ms_per_frame", "batch_p50_ms", "cores_busy")
+# The two bare references: one loop that decodes then predicts, and the worker's stages overlapped without Kafka.
+BARE_KINDS = ("one_loop", "overlapped")
 
 
-def bare_reference(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """One bare-engine reference from its measurements before and after the pipeline ran: rates and CPU per frame
-    averaged, both measurements kept."""
+def pair_bursts_with_bare(bursts: list[dict[str, Any]], slots: list[dict[str, Any]]) -> None:
+    """Burst i ran between bare slots i and i+1: its reference is the mean of those two, per kind, each rate with
+    the cores the idle pipeline took from it given back (``given_back``), and its ratio its sustained rate over
+    that. CPU per frame is averaged too, for ``cpu_ceiling``. Written into each burst as ``bare_beside`` and
+    ``ratio``."""
+    if len(slots) != len(bursts) + 1:
+        raise ValueError(f"{len(bursts)} bursts need {len(bursts) + 1} bare measurements around them, not {len(slots)}")
+    for burst, before, after in zip(bursts, slots[:-1], slots[1:], strict=True):
+        burst["bare_beside"] = {
+            kind: {
+                "frames_per_s": sum(s[kind]["frames_per_s"] * s["given_back"] for s in (before, after)) / 2,
+                "cpu_ms_per_frame": (before[kind]["cpu_ms_per_frame"] + after[kind]["cpu_ms_per_frame"]) / 2,
+            }
+            for kind in BARE_KINDS
+        }
+        burst["ratio"] = {
+            kind: burst["sustained_fps"] / burst["bare_beside"][kind]["frames_per_s"] for kind in BARE_KINDS
+        }
+
+
+def lower_median(values: list[float]) -> float:
+    """The median of an odd count, the lower middle value of an even one: never the better of two."""
+    if not values:
+        raise ValueError("no value to take the median of")
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def bare_summary(slots: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """One reference over a run's slots, for the table and the JSON: rates and CPU per frame averaged, and what is
+    the same in every slot (engine, batch, threads)."""
+    first = slots[0][kind]
     return {
-        **{k: v for k, v in before.items() if k not in MEASURED},
-        "frames_per_s": (before["frames_per_s"] + after["frames_per_s"]) / 2,
-        "cpu_ms_per_frame": (before["cpu_ms_per_frame"] + after["cpu_ms_per_frame"]) / 2,
-        "before": before,
-        "after": after,
+        **{k: v for k, v in first.items() if k not in MEASURED},
+        "frames_per_s": statistics.fmean(s[kind]["frames_per_s"] for s in slots),
+        "cpu_ms_per_frame": statistics.fmean(s[kind]["cpu_ms_per_frame"] for s in slots),
+        "range_frames_per_s": [
+            min(s[kind]["frames_per_s"] for s in slots),
+            max(s[kind]["frames_per_s"] for s in slots),
+        ],
     }
 
 
@@ -553,18 +589,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     other_cores = os.sched_getaffinity(0) - worker_cores if worker_cores else set()
     if args.threads is None:
         args.threads = len(worker_cores) if worker_cores else os.cpu_count()
-    # The bare engine on the cores the worker will have. The frames are made here too: OpenCV starts its thread
-    # pool on first use, and a pool started on every core would decode the bare engine's frames outside them.
+    # The frames are made on the cores the worker and the bare engine will have: OpenCV starts its thread pool on
+    # first use, and a pool started on every core would decode the bare engine's frames outside them.
     with on_cores(worker_cores):
         frames = make_frames(args.width, args.height)
-        bare, overlapped = measure_bare(args, frames, worker_cores, "before")
     with on_cores(other_cores):  # the broker, and the camera, gate and reader threads started from here
         pipeline = measure_pipeline(args, frames, worker_cores)
-    # Again once the broker and the worker have stopped: nothing of theirs runs beside it, as before they started.
-    with on_cores(worker_cores):
-        bare_after, overlapped_after = measure_bare(args, frames, worker_cores, "after")
-    bare, overlapped = bare_reference(bare, bare_after), bare_reference(overlapped, overlapped_after)
-    burst = median_burst(pipeline["bursts"])
+    bursts, slots = pipeline["bursts"], pipeline["bare_slots"]
+    pair_bursts_with_bare(bursts, slots)
+    burst = median_burst(bursts)
+    bare, overlapped = bare_summary(slots, "one_loop"), bare_summary(slots, "overlapped")
     result = {
         "machine": machine_info(args.threads),
         "model": str(args.model),
@@ -577,16 +611,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "worker_settings": pipeline["worker_settings"],
         "warmup": pipeline["warmup"],
-        "bare": bare,
         "fixed_rates": pipeline["fixed_rates"],
         "max_rate": burst,
-        # Every burst in the order run; max_rate is the median one.
-        "max_rate_bursts": pipeline["bursts"],
-        "max_rate_over_bare": burst["sustained_fps"] / bare["frames_per_s"],
+        # Every burst in the order run, each with the bare engine beside it and its ratio; max_rate is the median one.
+        "max_rate_bursts": bursts,
+        # Every bare-engine measurement in the order run: before each burst, and after the last.
+        "bare_slots": slots,
+        "bare": bare,
         "bare_overlapped": overlapped,
-        "max_rate_over_bare_overlapped": burst["sustained_fps"] / overlapped["frames_per_s"],
+        # The ratios that count: each burst against the bare engine beside it, the median over the bursts.
+        "ratio_reading": "median over bursts of sustained rate / mean of the bare measurements just before and after",
+        "max_rate_over_bare": lower_median([b["ratio"]["one_loop"] for b in bursts]),
+        "max_rate_over_bare_overlapped": lower_median([b["ratio"]["overlapped"] for b in bursts]),
         # What the shared cores could carry; with the worker on cores of its own, its cores are the limit instead.
-        "cpu_ceiling": None if worker_cores else cpu_ceiling(bare, burst, os.cpu_count() or 1),
+        "cpu_ceiling": None
+        if worker_cores
+        else cpu_ceiling(burst["bare_beside"]["one_loop"], burst, os.cpu_count() or 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print_table(result)
@@ -595,29 +635,51 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure_bare(
-    args: argparse.Namespace, frames: list[bytes], worker_cores: set[int], when: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The bare engine's two references (one loop; decode overlapped with inference), on the caller's cores."""
-    bare = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames, streams=args.streams)
-    print(f"bare {bare['engine']} at batch {bare['batch']} ({when}): {bare['frames_per_s']:.1f} frames/s", flush=True)
-    # The worker overlaps decode and inference (its decode and infer threads): the same without Kafka.
-    overlapped = bare_throughput(
-        args.model,
-        args.engine,
-        args.threads,
-        args.max_batch,
-        frames,
-        overlap_decode=True,
-        streams=args.streams,
-        decode_threads=args.decode_threads * args.workers,
-    )
+    args: argparse.Namespace, frames: list[bytes], worker_cores: set[int], when: str, pids: Processes
+) -> dict[str, Any]:
+    """The bare engine's two references (one loop; decode overlapped with inference) on the worker's cores, and the
+    CPU the idle broker and worker used meanwhile (they run beside it, as they run beside the bursts; the bench's
+    own process, which runs the bare engine, is not counted)."""
+    others = {role: group for role, group in pids.items() if os.getpid() not in group}
+    cpu_before, start = role_cpu_seconds(others), time.monotonic()
+    with on_cores(worker_cores):
+        bare = bare_throughput(args.model, args.engine, args.threads, args.max_batch, frames, streams=args.streams)
+        print(
+            f"bare {bare['engine']} at batch {bare['batch']} ({when}): {bare['frames_per_s']:.1f} frames/s", flush=True
+        )
+        # The worker overlaps decode and inference (its decode and infer threads): the same without Kafka.
+        overlapped = bare_throughput(
+            args.model,
+            args.engine,
+            args.threads,
+            args.max_batch,
+            frames,
+            overlap_decode=True,
+            streams=args.streams,
+            decode_threads=args.decode_threads * args.workers,
+        )
+    wall = time.monotonic() - start
     print(f"bare, decode overlapped with inference ({when}): {overlapped['frames_per_s']:.1f} frames/s", flush=True)
     for reference in (bare, overlapped):
         # CPU time / wall time: how many cores the bare engine kept busy; above its cores, threads ran elsewhere.
         reference["cores_busy"] = round(reference["frames_per_s"] * reference["cpu_ms_per_frame"] / 1000, 2)
         if worker_cores and reference["cores_busy"] > len(worker_cores) * 1.05:
             print(f"warning: the bare engine kept {reference['cores_busy']} cores busy, on {len(worker_cores)}")
-    return bare, overlapped
+    idle = {role: round(seconds - cpu_before[role], 2) for role, seconds in role_cpu_seconds(others).items()}
+    # The idle broker and worker (timers, heartbeats, fetch polls) took some of the bare engine's cores: given back
+    # in proportion, so that they cannot flatter the ratio (a bare rate they slowed is a lower bar). With the worker
+    # on cores of its own, the broker runs elsewhere and only the worker competes.
+    cores = len(worker_cores) or os.cpu_count() or 1
+    competing = (idle.get("worker", 0.0) if worker_cores else sum(idle.values())) / wall
+    return {
+        "when": when,
+        "one_loop": bare,
+        "overlapped": overlapped,
+        "wall_s": round(wall, 1),
+        "pipeline_cpu_s": idle,
+        "competing_cores": round(competing, 3),
+        "given_back": cores / max(cores - competing, 0.5 * cores),
+    }
 
 
 def measure_pipeline(args: argparse.Namespace, frames: list[bytes], worker_cores: set[int]) -> dict[str, Any]:
@@ -653,13 +715,17 @@ def measure_pipeline(args: argparse.Namespace, frames: list[bytes], worker_cores
                 row["settled_s"] = round(waited, 1)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            bursts = []
+            bursts, slots = [], []
             for i in range(args.bursts):
+                settle(pids)
+                slots.append(measure_bare(args, frames, worker_cores, f"before burst {i + 1}", pids))
                 waited = settle(pids)
                 burst = run_rate(settings, frames, None, args.burst, f"burst{i}", pids)
                 burst["settled_s"] = round(waited, 1)
                 bursts.append(burst)
                 print(json.dumps(burst), flush=True)
+            settle(pids)
+            slots.append(measure_bare(args, frames, worker_cores, "after the last burst", pids))
             for worker in workers:
                 if worker.returncode is not None:
                     raise RuntimeError(f"worker died:\n{worker.log_tail()}")
@@ -667,6 +733,7 @@ def measure_pipeline(args: argparse.Namespace, frames: list[bytes], worker_cores
         "warmup": warmup,
         "fixed_rates": rows,
         "bursts": bursts,
+        "bare_slots": slots,
         # What the worker was asked to do: the workload behind every figure.
         "worker_settings": {
             name: getattr(settings, name)
@@ -711,21 +778,28 @@ def print_table(result: dict[str, Any]) -> None:
             f"| {r['offered_fps']:.0f} fps | {r['frames']} | {c['p50']:.1f} / {c['p95']:.1f} / {c['p99']:.1f} "
             f"| {r['deadline_misses']} | {r.get('not_in_kafka_by_deadline', 'n/a')} | {r['mean_batch']:.1f} |"
         )
-    b = result["bare"]
-    rates = ", ".join(f"{x['sustained_fps']:.1f}" for x in result["max_rate_bursts"])
+    b, o = result["bare"], result["bare_overlapped"]
     print(
-        f"\nmax sustained rate {result['max_rate']['sustained_fps']:.1f} frames/s, the median of bursts of "
-        f"{result['max_rate']['frames']} ({rates}; mean batch {result['max_rate']['mean_batch']:.1f}); "
-        f"bare {b['engine']} decode+predict at batch {b['batch']}: {b['frames_per_s']:.1f} frames/s "
-        f"({b['before']['frames_per_s']:.1f} before, {b['after']['frames_per_s']:.1f} after); "
-        f"ratio {result['max_rate_over_bare']:.2f}"
+        f"\nmaximum sustained rate, bursts of {result['max_rate']['frames']} frames, each beside the bare "
+        f"{b['engine']} engine (decode + predict at batch {b['batch']}, no Kafka) measured just before and just after "
+        f"it, with the idle pipeline's CPU given back; overlapped = the worker's stages without Kafka, "
+        f"{o.get('decode_threads', 1)} decode threads"
     )
-    o = result["bare_overlapped"]
+    print("| burst | sustained frames/s | mean batch | bare one loop | ratio | bare overlapped | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for i, x in enumerate(result["max_rate_bursts"]):
+        beside, ratio = x["bare_beside"], x["ratio"]
+        print(
+            f"| {i + 1} | {x['sustained_fps']:.1f} | {x['mean_batch']:.1f} "
+            f"| {beside['one_loop']['frames_per_s']:.1f} | {ratio['one_loop']:.3f} "
+            f"| {beside['overlapped']['frames_per_s']:.1f} | {ratio['overlapped']:.3f} |"
+        )
+    idle = max(slot["competing_cores"] for slot in result["bare_slots"])
     print(
-        f"bare with decode overlapped with inference (the worker's stages without Kafka, "
-        f"{o.get('decode_threads', 1)} decode threads): "
-        f"{o['frames_per_s']:.1f} frames/s ({o['before']['frames_per_s']:.1f} before, "
-        f"{o['after']['frames_per_s']:.1f} after); ratio against it {result['max_rate_over_bare_overlapped']:.2f}"
+        f"median: {result['max_rate']['sustained_fps']:.1f} frames/s; ratio {result['max_rate_over_bare']:.3f} "
+        f"(one loop), {result['max_rate_over_bare_overlapped']:.3f} (overlapped). Bare one loop "
+        f"{b['range_frames_per_s'][0]:.1f}-{b['range_frames_per_s'][1]:.1f} frames/s over the run as measured; the "
+        f"idle pipeline beside it took at most {idle:.3f} cores, given back to it in the ratios"
     )
     wall = result["max_rate"]["wall_s"]
     print(
