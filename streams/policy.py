@@ -76,6 +76,10 @@ class DecisionPolicy:
         return PASS if label == self.ok_class else REJECT
 
 
+# The longest camera-to-gate travel time taken: an hour (a conveyor is seconds to minutes).
+MAX_TRAVEL_MS = 3_600_000.0
+
+
 @dataclass(frozen=True)
 class DeadlinePolicy:
     """When a reject command stops being useful: the frame's ``gate_deadline_ts_ns`` header if it has one, else
@@ -83,6 +87,13 @@ class DeadlinePolicy:
 
     default_travel_ms: float = 500.0
     travel_ms: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A travel time of zero or less makes every command late, and one that is not finite (or days long) a
+        # deadline no clock reaches or no 64-bit integer holds: a typo, refused at start-up, not met per frame.
+        for line, ms in {"default": self.default_travel_ms, **self.travel_ms}.items():
+            if not 0.0 < ms <= MAX_TRAVEL_MS:
+                raise ValueError(f"line travel ms for {line} must be within (0, {MAX_TRAVEL_MS:.0f}], got {ms}")
 
     @classmethod
     def from_spec(cls, spec: str) -> DeadlinePolicy:

@@ -36,6 +36,13 @@ def test_deadlines():
     assert policy.deadline_ns("line-2", 1_000, header_deadline_ns=42) == 42
 
 
+@pytest.mark.parametrize("spec", ["0", "-500", "nan", "inf", "500,line-2=-1", "500,line-2=3600001"])
+def test_a_travel_time_no_line_has_is_refused(spec):
+    # Each would give every frame a deadline already past, or one no clock reaches (inf used to raise per frame).
+    with pytest.raises(ValueError, match=r"line travel ms for (default|line-2) must be within"):
+        DeadlinePolicy.from_spec(spec)
+
+
 def test_retraining_selection():
     policy = RetrainingPolicy(low_confidence_below=0.8, audit_rate=0.0)
     assert policy.reasons("p", 0.95, "reject") == []
