@@ -8,7 +8,7 @@ header                   required  meaning
 ``part_id``              yes       unique id of the inspected part (also the message key)
 ``line_id``              yes       production line; selects the reject gate ([A-Za-z0-9._-])
 ``camera_id``            yes       camera that took the frame
-``capture_ts_ns``        yes       capture time, integer ns since the Unix epoch (UTC)
+``capture_ts_ns``        yes       capture time, ns since the Unix epoch (UTC), fits an int64
 ``content_type``         no        ``image/jpeg`` (default), ``image/png`` or ``image/x-raw``
 ``raw_shape``            raw only  ``HxWxC`` of an ``image/x-raw`` value: uint8, C = 1 (gray) or 3 (BGR)
 ``station``              no        inspection station on the line

@@ -39,12 +39,23 @@ def test_missing_headers_are_named():
         ({"line_id": "line 1; drop"}, "line_id"),
         ({"gate_deadline_ts_ns": "soon"}, "gate_deadline_ts_ns"),
         ({"part_id": "p" * 200}, "part_id"),
+        # 19 digits but above what a signed 64-bit integer holds with a deadline added: a Java or Go reader of the
+        # results would overflow on it.
+        ({"capture_ts_ns": "9223372036854775808"}, "capture_ts_ns"),
+        ({"capture_ts_ns": "9200000000000000000"}, "capture_ts_ns"),
+        ({"gate_deadline_ts_ns": "9999999999999999999"}, "gate_deadline_ts_ns"),
     ],
 )
 def test_bad_header_values(headers, fragment):
     with pytest.raises(InvalidFrame, match=fragment) as exc:
         parse_frame_headers({**BASE, **headers})
     assert exc.value.reason == "bad_header"
+
+
+@pytest.mark.parametrize("ts", ["0", "1764316800000000000", "0999999999999999999", "9199999999999999999"])
+def test_timestamps_up_to_the_year_2261_are_taken(ts):
+    meta = parse_frame_headers({**BASE, "capture_ts_ns": ts, "gate_deadline_ts_ns": ts})
+    assert meta.capture_ts_ns == meta.gate_deadline_ts_ns == int(ts) < 2**63 - 3_600_000 * 1_000_000
 
 
 def test_extra_headers_are_allowed():

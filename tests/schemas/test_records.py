@@ -94,6 +94,7 @@ def test_non_objects_are_schema_errors(raw):
     [
         ("capture_ts_ns", "yesterday", "capture_ts_ns"),
         ("capture_ts_ns", 1.5, "capture_ts_ns"),
+        ("deadline_ts_ns", 2**63, "deadline_ts_ns"),  # what a Java long or Go int64 cannot hold
         ("late", 1, "late"),
         ("action", "shred", "action"),
         ("reason", "scratch", "reason"),
